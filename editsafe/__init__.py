@@ -17,6 +17,26 @@ _EXPORTS: dict[str, str] = {
     "resolve_model": "editsafe.models.refs",
     "prepare_alias": "editsafe.models.default",
     "EditsafeError": "editsafe.errors",
+    # Stage 0: ROME and the edit runner.
+    "EditRequest": "editsafe.rome",
+    "load_hparams": "editsafe.rome",
+    "compute_rome_patch": "editsafe.rome",
+    "apply_rome": "editsafe.rome",
+    "load_edit_requests": "editsafe.edit_data",
+    "run_edits": "editsafe.edit_runner",
+    # Stage 1 and 2: the layer locator and Harm Direction Removal.
+    "locate_edit": "editsafe.locate",
+    "train_harm_vector": "editsafe.hdr",
+    "compute_task_vector": "editsafe.hdr",
+    "remove_harm_direction": "editsafe.hdr",
+    # Stage 3: the in-context safety vector and the repair pipeline.
+    "compute_icv": "editsafe.icv",
+    "steer": "editsafe.icv",
+    "repair": "editsafe.repair",
+    # Stage 4: generation and evaluation.
+    "generate": "editsafe.generation",
+    "refusal_margin": "editsafe.evaluation",
+    "evaluate": "editsafe.evaluation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,5 @@
+"""Allow ``python -m editsafe``."""
+
+from editsafe.cli import main
+
+main()
