@@ -129,17 +129,22 @@ def apply_rome(
 ) -> list[RomeResult]:
     """Edit the model in place, one request after the other (each edit sees the previous ones).
 
-    Each patch is computed, checked (finite, right shape) and then added to
-    the weight. When any request fails, every weight changed so far is
+    All requests are validated first. Each patch is then computed, checked
+    (finite, right shape) and added to the weight. When any request fails, every weight changed so far is
     restored and the error is raised, so the model is left as it was.
     ``kwargs`` go to :func:`compute_rome_patch`.
     """
+    # Every request is checked before the first weight changes.
+    prepared = [
+        request if isinstance(request, EditRequest) else EditRequest.from_dict(request, source=f"request {index}")
+        for index, request in enumerate(requests)
+    ]
     kwargs.setdefault("templates", TemplateCache())
     parameters = dict(model.named_parameters())
     originals: dict[str, torch.Tensor] = {}
     results: list[RomeResult] = []
     try:
-        for request in requests:
+        for request in prepared:
             result = compute_rome_patch(model, tokenizer, request, hparams, **kwargs)
             name = result.patch.weight_name
             if name not in originals:

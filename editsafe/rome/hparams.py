@@ -10,6 +10,7 @@ sets them is for editsafe only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,12 @@ def _check_values(hparams: RomeHyperParams) -> None:
         raise ConfigError(f"fact_token is {hparams.fact_token!r}; allowed: {', '.join(FACT_TOKENS)}")
     if hparams.v_num_grad_steps < 1:
         raise ConfigError(f"v_num_grad_steps is {hparams.v_num_grad_steps}; it must be at least 1")
+    for key in ("v_lr", "clamp_norm_factor", "kl_factor", "v_weight_decay"):
+        value = getattr(hparams, key)
+        positive = key in ("v_lr", "clamp_norm_factor")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise ConfigError(f"{key} is {value}; it must be a finite number {bound}")
     if hparams.mom2_dtype not in _MOM2_DTYPES:
         raise ConfigError(f"mom2_dtype is {hparams.mom2_dtype!r}; allowed: {', '.join(_MOM2_DTYPES)}")
     for key in ("rewrite_module_tmp", "layer_module_tmp", "mlp_module_tmp", "attn_module_tmp"):
