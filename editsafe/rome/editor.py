@@ -34,7 +34,7 @@ class RomeResult:
     """The rank-one patch of one request, with how long each step took and what it computed.
 
     ``timings`` has the seconds of ``templates``, ``key``, ``value`` and
-    ``update``. ``diagnostics`` holds the value losses and step count, the
+    ``update``. ``diagnostics`` contains the value losses and step count, the
     target's probability and NLL on the bare prompt before and after the
     patch, k·u and the norms of h, δ, v* and the right vector.
     """
@@ -69,7 +69,9 @@ def compute_rome_patch(
     if not isinstance(request, EditRequest):
         request = EditRequest.from_dict(request)
     validate_for_model(hparams, model)
-    chosen_seed = seed if seed is not None else (hparams.seed if hparams.seed is not None else 0)
+    chosen_seed = seed
+    if chosen_seed is None:
+        chosen_seed = hparams.seed if hparams.seed is not None else 0
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -127,7 +129,7 @@ def apply_rome(
     hparams: RomeHyperParams,
     **kwargs: Any,
 ) -> list[RomeResult]:
-    """Edit the model in place, one request after the other (each edit sees the previous ones).
+    """Edit the model in place, one request after the other, each on the model with the earlier edits applied.
 
     All requests are validated first. Each patch is then computed, checked
     (finite, right shape) and added to the weight. When any request fails, every weight changed so far is
@@ -162,9 +164,10 @@ def apply_rome(
 def default_hparams_path(model: torch.nn.Module | str) -> Path:
     """Return the bundled ROME file for a model: ``hparams/ROME/<alias or family>.yaml``.
 
-    The alias the model was loaded by wins; then a bundled file whose name
-    occurs in the model's name or path; then the file of its architecture
-    family (Llama models with a 128256-token vocabulary count as Llama 3).
+    The alias the model was loaded by comes first. Next comes a bundled file
+    whose name occurs in the model's name or path, and last the file of its
+    architecture family. Llama models with a 128256-token vocabulary count as
+    Llama 3.
     """
     folder = bundled_dir("hparams") / "ROME"
     available = {path.stem: path for path in sorted(folder.glob("*.yaml"))}

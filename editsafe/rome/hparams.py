@@ -46,11 +46,14 @@ _MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": t
 class RomeHyperParams:
     """ROME settings for one model (EasyEdit's ROME keys plus editsafe's optional extensions).
 
-    Extensions: ``context_templates`` is a fixed list of templates with one
-    ``{}`` each, used instead of sampling them from the model; ``seed`` seeds
-    that sampling; ``mom2_corpus`` is the local text corpus (JSON Lines with a
-    ``text`` field, or plain text) for the second-moment statistics;
-    ``kl_prompt`` is the template of the KL prompt (default ``"{} is a"``).
+    The extensions are all optional:
+
+    - ``context_templates``: a fixed list of templates with one ``{}`` each,
+      used instead of sampling them from the model.
+    - ``seed``: the seed of that sampling.
+    - ``mom2_corpus``: the local text corpus for the second-moment statistics
+      (JSON Lines with a ``text`` field, or plain text).
+    - ``kl_prompt``: the template of the KL prompt (default ``"{} is a"``).
     """
 
     alg_name: str

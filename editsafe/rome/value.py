@@ -7,15 +7,16 @@ of every prompt, and Adam (learning rate ``v_lr``) minimises
            + kl_factor · KL(p_δ ‖ p_0) on the KL prompt
            + v_weight_decay · ||δ|| / ||h||²
 
-where the NLL is read at the output of layer ``v_loss_layer`` through the
-final norm and the LM head, T is the number of target tokens, the KL compares
-the next-token distributions at the KL prompt's fact token with δ and without
-it, and h is the unedited MLP output at the fact token of the first templated
-prompt. The weight-decay term uses ||δ|| (not its square) over ||h||², as
-EasyEdit's ROME computes it, so that EasyEdit's hyperparameters carry over.
-After each step ||δ|| is clamped to ``clamp_norm_factor`` · ||h||. The loop
-stops early once L < ``EARLY_STOP_LOSS`` and never steps after its last
-forward pass, so at most ``v_num_grad_steps - 1`` updates are made.
+T is the number of target tokens. The NLL is read at the output of layer
+``v_loss_layer`` through the final norm and the LM head. The KL compares the
+next-token distributions at the KL prompt's fact token with δ and without it.
+h is the unedited MLP output at the fact token of the first templated prompt.
+
+The weight-decay term uses ||δ|| (not its square) over ||h||², as EasyEdit's
+ROME computes it, so that EasyEdit's hyperparameters carry over. After each
+step ||δ|| is clamped to ``clamp_norm_factor`` · ||h||. The loop stops early
+once L < ``EARLY_STOP_LOSS`` and never steps after its last forward pass, so
+at most ``v_num_grad_steps - 1`` updates are made.
 """
 
 from __future__ import annotations
