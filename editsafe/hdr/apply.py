@@ -69,13 +69,13 @@ def remove_harm_direction(
 
     τ_H' is τ_H masked to the parameters of the decoder layers in ``region``
     (None: every layer), plus the tensors outside the layers (embeddings, final
-    norm, head) when ``include_embeddings``, then trimmed: of the N masked
-    entries stored in the harm vector, exactly K = ⌈k/100 · N⌉ survive, chosen
+    norm, head) when ``include_embeddings``, then trimmed: of the N
+    masked entries, exactly K = ⌈k/100 · N⌉ survive, chosen
     by one global magnitude threshold (``per_tensor``: one threshold per
     tensor, K counted per tensor); entries equal to the threshold are kept in
     target file order, then row-major order. ``method="task-vector"`` keeps
-    every entry (k = 100). Parameters the harm vector does not store have
-    τ_H = 0 and do not count towards N.
+    every entry (k = 100). N counts every entry of the masked float
+    tensors; parameters the harm vector does not store have τ_H = 0 there.
 
     ``harm`` is a harm-vector folder (``editsafe harm``), an open harm vector,
     or a harmful model reference together with ``base`` (τ_H = θ_H − θ_base is
@@ -120,7 +120,7 @@ def remove_harm_direction(
                 resolved_scenario = _check_base(target_model, harm_vector, scenario, base_hash_check, region)
                 layers = _check_region(region, target_source.num_layers)
                 masked = _masked_names(target_source, harm_vector, set(layers), include_embeddings)
-                thresholds = _select(masked, harm_vector, effective_k, per_tensor, max_block_elements)
+                thresholds = _select(masked, harm_vector, target_source, effective_k, per_tensor, max_block_elements)
                 counts = _write_weights(target_source, harm_vector, masked, thresholds, lam, staging, max_block_elements)
                 _copy_auxiliary_files(target_source.folder, staging)
             finally:
@@ -201,17 +201,18 @@ def _check_base(
 ) -> str:
     expected = _expected_base_hash(target)
     same_base = expected == harm.base_hash
-    if scenario is None:
-        if target.kind == "edit" or region is not None:
-            scenario = "edited"
-        else:
-            scenario = "base" if same_base else "sft"
-    if base_hash_check and not same_base and not (scenario == "sft" and target.kind in ("folder", "alias", "hub")):
+    declared_sft = scenario == "sft" and target.kind in ("folder", "alias", "hub")
+    if base_hash_check and not same_base and not declared_sft:
         raise ProvenanceError(
             f"the harm vector was computed for a base with hash {harm.base_hash}, but the target "
             f"{target.reference} has base hash {expected}; compute the harm vector on the target's base "
             "(or, for a model fine-tuned from that base, pass scenario='sft' / --scenario sft)"
         )
+    if scenario is None:
+        if target.kind == "edit" or region is not None:
+            scenario = "edited"
+        else:
+            scenario = "base" if same_base else "sft"
     if not same_base:
         logger.warning("the target's hash %s differs from the harm vector's base %s (%s scenario)", expected, harm.base_hash, scenario)
     return scenario
@@ -230,11 +231,16 @@ def _check_region(region: set[int] | list[int] | None, num_layers: int) -> list[
 
 
 def _masked_names(target: TensorSource, harm: HarmVector, layers: set[int], include_embeddings: bool) -> list[str]:
-    """Return the target tensors that HDR changes, in target file order, after checking names and shapes."""
-    selected: set[str] = set()
-    for name in harm.names:
+    """Return the float target tensors inside the mask, in target file order, after checking the harm vector.
+
+    Every harm tensor inside the mask must exist in the target with the same shape.
+    """
+    def inside(name: str) -> bool:
         layer = target.architecture.layer_of(name)
-        if not (layer in layers if layer is not None else include_embeddings):
+        return layer in layers if layer is not None else include_embeddings
+
+    for name in harm.names:
+        if not inside(name):
             continue
         if name not in target:
             if name == target.tied_head:
@@ -248,28 +254,37 @@ def _masked_names(target: TensorSource, harm: HarmVector, layers: set[int], incl
             raise ProvenanceError(f"tensor {name} has shape {target_shape} in the target and {harm_shape} in the harm vector")
         if not target.info(name).is_float:
             raise ProvenanceError(f"tensor {name} of the target is {target.info(name).dtype}, not a float tensor")
-        selected.add(name)
-    return [name for name in target.names if name in selected]
+    return [name for name in target.names if target.info(name).is_float and inside(name)]
 
 
-def _harm_blocks(harm: HarmVector, names: list[str], shapes: dict[str, tuple[int, ...]], max_elements: int) -> Iterator[torch.Tensor]:
+def _harm_rows(harm: HarmVector, stored: set[str], target: TensorSource, name: str, start: int, stop: int) -> torch.Tensor:
+    """Rows of τ_H in float32; a parameter the harm vector does not store has τ_H = 0."""
+    if name in stored:
+        return harm.get_rows(name, start, stop)
+    shape = target.info(name).shape
+    return torch.zeros(shape if len(shape) == 0 else (stop - start, *shape[1:]), dtype=torch.float32)
+
+
+def _harm_blocks(
+    harm: HarmVector, target: TensorSource, names: list[str], max_elements: int
+) -> Iterator[torch.Tensor]:
+    stored = set(harm.names)
     for name in names:
-        for start, stop in row_chunks(shapes[name], max_elements):
-            yield harm.get_rows(name, start, stop)
+        for start, stop in row_chunks(target.info(name).shape, max_elements):
+            yield _harm_rows(harm, stored, target, name, start, stop)
 
 
 def _select(
-    masked: list[str], harm: HarmVector, k: float, per_tensor: bool, max_elements: int
+    masked: list[str], harm: HarmVector, target: TensorSource, k: float, per_tensor: bool, max_elements: int
 ) -> dict[str, Threshold]:
     """Return the threshold of each masked tensor (the same object for all with a global threshold)."""
     if not masked:
-        raise ConfigError("the harm vector has no tensors inside the region; check the region and the harm vector's layers")
-    shapes = {name: tuple(harm.shape(name)) for name in masked}
+        raise ConfigError("the region holds no float tensors; check the region against the model's layers")
     if not per_tensor:
-        threshold = find_threshold(lambda: _harm_blocks(harm, masked, shapes, max_elements), k)
+        threshold = find_threshold(lambda: _harm_blocks(harm, target, masked, max_elements), k)
         return {name: threshold for name in masked}
     return {
-        name: find_threshold(lambda name=name: _harm_blocks(harm, [name], shapes, max_elements), k)  # type: ignore[misc]
+        name: find_threshold(lambda name=name: _harm_blocks(harm, target, [name], max_elements), k)  # type: ignore[misc]
         for name in tqdm(masked, desc="per-tensor thresholds", unit="tensor")
     }
 
@@ -322,8 +337,9 @@ def _hdr_blocks(
     target: TensorSource, harm: HarmVector, name: str, trimmer: Trimmer, lam: float, max_elements: int
 ) -> Iterator[torch.Tensor]:
     dtype = target.info(name).dtype
+    stored = set(harm.names)
     for start, stop in row_chunks(target.info(name).shape, max_elements):
-        trimmed = trimmer.trim(harm.get_rows(name, start, stop))
+        trimmed = trimmer.trim(_harm_rows(harm, stored, target, name, start, stop))
         result = target.get_rows(name, start, stop).to(torch.float32) - lam * trimmed
         if not torch.isfinite(result).all():
             raise NumericalError(f"HDR gives NaN or infinite values in {name}; check λ and the harm vector")
