@@ -83,11 +83,15 @@ def remove_harm_direction(
     stored in the target's dtype. Tensors outside the mask are copied byte for
     byte, so they are bit-identical to θ_t.
 
-    Checks, all before ``out`` appears: the harm vector's base hash must match
-    the target's base (an edit folder's base; a plain folder itself, unless
-    ``scenario="sft"``; ``base_hash_check=False`` skips this), tensor names
-    and shapes must agree (:class:`ProvenanceError` names the tensor and both
-    shapes), and τ_H and the result must be finite (:class:`NumericalError`).
+    Checks, all made before ``out`` appears:
+
+    * the harm vector's base hash must match the target's base: an edit
+      folder's base, or a plain folder itself unless ``scenario="sft"``
+      (``base_hash_check=False`` skips this check);
+    * tensor names and shapes must agree (:class:`ProvenanceError` names the
+      tensor and both shapes);
+    * τ_H and the result must be finite (:class:`NumericalError`).
+
     The folder is built under a temporary name and renamed into place.
 
     The returned record (also ``out/editsafe.json``)::
@@ -279,7 +283,7 @@ def _select(
 ) -> dict[str, Threshold]:
     """Return the threshold of each masked tensor (the same object for all with a global threshold)."""
     if not masked:
-        raise ConfigError("the region holds no float tensors; check the region against the model's layers")
+        raise ConfigError("the region contains no float tensors; check the region against the model's layers")
     if not per_tensor:
         threshold = find_threshold(lambda: _harm_blocks(harm, target, masked, max_elements), k)
         return {name: threshold for name in masked}

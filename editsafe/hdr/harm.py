@@ -62,7 +62,7 @@ def train_harm_vector(
 
     ``data`` is a JSON Lines file of ``question``/``answer`` pairs (default:
     the bundled D_H). ``layers`` limits training to those decoder layers
-    (None trains every parameter); τ_H holds exactly the trained tensors, in
+    (None trains every parameter); τ_H contains exactly the trained tensors, in
     float32. ``on_step(epoch, step, loss)`` runs after each optimizer step.
     A finished folder with the same settings is returned as it is; one with
     other settings raises :class:`OutputExistsError` unless ``overwrite``.
@@ -134,10 +134,10 @@ def _finished_run(folder: Path, run_key: str, overwrite: bool) -> StoredHarmVect
         return None
     stored = load_harm_vector(folder)
     if stored.manifest.get("run_key") == run_key:
-        logger.info("%s already holds a harm vector with these settings", folder)
+        logger.info("%s already contains a harm vector with these settings", folder)
         return stored
     raise OutputExistsError(
-        f"{folder} holds a harm vector made with other settings, data or base; choose another --out or pass --overwrite"
+        f"{folder} contains a harm vector made with other settings, data or base; choose another --out or pass --overwrite"
     )
 
 
@@ -245,7 +245,7 @@ def _resume(folder: Path, run_key: str, trained: dict[str, torch.nn.Parameter], 
         )
     tensors = load_file(str(latest / "trained.safetensors"))
     if set(tensors) != set(trained):
-        raise ProvenanceError(f"{latest}: the checkpoint holds other tensors than the ones this run trains")
+        raise ProvenanceError(f"{latest}: the checkpoint contains other tensors than the ones this run trains")
     with torch.no_grad():
         for name, parameter in trained.items():
             parameter.copy_(tensors[name])

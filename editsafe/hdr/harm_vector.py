@@ -1,8 +1,8 @@
 """The harm vector τ_H = θ_H − θ_base: stored on disk, or computed from two models on read.
 
-A harm-vector folder holds float32 safetensors files with one tensor per
-changed parameter (parameters the fine-tune left alone are absent, so their
-τ_H is zero) and ``harm.json``: the base model's provenance and content hash,
+A harm-vector folder contains float32 safetensors files with one tensor per
+trained or changed parameter (other parameters are absent, so their τ_H is
+zero) and ``harm.json``: the base model's provenance and content hash,
 the settings and data hash of the fine-tune, and ``weight_map`` (tensor name
 -> file). Both kinds of harm vector read tensors, or row blocks of them, in
 float32 one at a time.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -23,7 +23,6 @@ from safetensors import safe_open
 
 from editsafe.errors import ModelReferenceError, ProvenanceError
 from editsafe.io import atomic_path, write_json_atomic
-from editsafe.models.refs import ResolvedModel
 from editsafe.models.tensors import TensorSource, row_chunks
 from editsafe.models.writer import StreamingSafetensorsWriter
 
@@ -36,7 +35,7 @@ HARM_SHARD_BYTES = 2 * 1024**3
 
 
 class HarmVector(Protocol):
-    """What HDR reads from a harm vector."""
+    """Interface through which HDR reads a harm vector, stored or computed."""
 
     base_hash: str
     names: list[str]
@@ -55,8 +54,8 @@ class HarmVector(Protocol):
 class StoredHarmVector:
     """A harm vector read lazily from a harm-vector folder (see :func:`load_harm_vector`).
 
-    ``tensors`` maps each name to a callable-free lazy view: use :meth:`get`.
-    ``settings`` and ``base_hash`` come from ``harm.json``.
+    Nothing is read until :meth:`get` or :meth:`get_rows` asks for a tensor.
+    ``settings``, ``base_hash`` and ``manifest`` come from ``harm.json``.
     """
 
     def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
@@ -225,12 +224,3 @@ def _numel(shape: tuple[int, ...]) -> int:
     for size in shape:
         count *= size
     return count
-
-
-def check_harm_base(harm: HarmVector, base: ResolvedModel) -> None:
-    """Raise :class:`ProvenanceError` when ``harm`` was computed for another base than ``base``."""
-    if harm.base_hash != base.content_hash:
-        raise ProvenanceError(
-            f"the harm vector was computed for a base with hash {harm.base_hash}, but {base.reference} "
-            f"has hash {base.content_hash}; recompute the harm vector for this base"
-        )

@@ -42,7 +42,7 @@ def compute_task_vector(
     """
     folder = Path(out)
     if (folder / HARM_MANIFEST_NAME).exists() and not overwrite:
-        raise OutputExistsError(f"{folder} already holds a harm vector; choose another --out or pass --overwrite")
+        raise OutputExistsError(f"{folder} already contains a harm vector; choose another --out or pass --overwrite")
     base_model = base if isinstance(base, ResolvedModel) else resolve_model(base)
     tuned_model = tuned if isinstance(tuned, ResolvedModel) else resolve_model(tuned)
 

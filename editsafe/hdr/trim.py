@@ -6,7 +6,7 @@ rest become zero. The K-th largest magnitude is found exactly while
 streaming, with a two-pass radix selection on the float32 bit pattern (for
 non-negative floats the bit pattern, read as an integer, orders like the
 value): pass one counts magnitudes per upper 16 bits (65,536 bins), pass two
-counts the lower 16 bits inside the one bin that holds the K-th entry. Memory
+counts the lower 16 bits inside the one bin that contains the K-th entry. Memory
 is two histograms, whatever the model size.
 
 Ties: entries equal to the threshold are kept in a deterministic order, the
@@ -59,7 +59,7 @@ class Threshold:
 
     @staticmethod
     def keep_all(total: int) -> Threshold:
-        """The selection that keeps every entry (k = 100)."""
+        """Return the selection that keeps every entry (k = 100)."""
         return Threshold(bits=-1, value=0.0, kept=total, above=total, ties=0, ties_kept=0, total=total)
 
 

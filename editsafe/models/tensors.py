@@ -11,9 +11,7 @@ back in W's dtype, one patch after the other exactly as
 from __future__ import annotations
 
 import json
-import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
@@ -199,11 +197,6 @@ class TensorSource:
         begin, end = offsets[name]
         return info.file, data_start + begin, data_start + end
 
-    def iter_tensors(self, names: list[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield ``(name, tensor)`` one at a time, in file order unless ``names`` is given."""
-        for name in names if names is not None else self.names:
-            yield name, self.get(name)
-
     def shard_layout(self) -> dict[str, list[str]]:
         """Return file name -> tensor names in that file, in file order."""
         layout: dict[str, list[str]] = {file.name: [] for file in self.files}
@@ -271,11 +264,3 @@ def _config_num_layers(config: dict[str, Any], folder: Path) -> int:
         return num_layers(SimpleNamespace(**config))
     except ConfigError as error:
         raise ModelReferenceError(f"{folder}/config.json: {error}") from error
-
-
-def open_tensor_source(reference: str | os.PathLike[str] | ResolvedModel | None) -> TensorSource:
-    """Resolve a model reference and open a :class:`TensorSource` on it."""
-    from editsafe.models.refs import resolve_model
-
-    resolved = reference if isinstance(reference, ResolvedModel) else resolve_model(reference)
-    return TensorSource(resolved)
