@@ -43,8 +43,20 @@ def run_worker(arguments: list[str]) -> dict[str, Any]:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def peak_rss_kib() -> int:
+    """Return this process's peak resident set size (VmHWM).
+
+    ``ru_maxrss`` is not used because it survives ``fork`` + ``exec`` and would
+    start at the parent's size; VmHWM belongs to the new address space.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _report(started: float, **extra: Any) -> None:
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = peak_rss_kib()
     print(json.dumps({"seconds": round(time.perf_counter() - started, 1), "peak_rss_mib": round(peak_kib / 1024), **extra}))
 
 

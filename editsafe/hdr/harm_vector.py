@@ -19,10 +19,10 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import torch
-from safetensors import safe_open
 
 from editsafe.errors import ModelReferenceError, ProvenanceError
 from editsafe.io import atomic_path, write_json_atomic
+from editsafe.models.safetensors_file import SafetensorsReader
 from editsafe.models.tensors import TensorSource, row_chunks
 from editsafe.models.writer import StreamingSafetensorsWriter
 
@@ -65,7 +65,7 @@ class StoredHarmVector:
         self.base_hash: str = str(manifest["base"]["hash"])
         self.weight_map: dict[str, str] = dict(manifest["weight_map"])
         self.names = list(self.weight_map)
-        self._handles: dict[str, Any] = {}
+        self._readers: dict[str, SafetensorsReader] = {}
 
     def __enter__(self) -> StoredHarmVector:
         return self
@@ -75,26 +75,24 @@ class StoredHarmVector:
     ) -> None:
         self.close()
 
-    def _handle(self, name: str) -> Any:
+    def _reader(self, name: str) -> SafetensorsReader:
         if name not in self.weight_map:
             raise ProvenanceError(f"{self.folder}: the harm vector has no tensor {name!r}")
         file = self.weight_map[name]
-        if file not in self._handles:
-            self._handles[file] = safe_open(str(self.folder / file), framework="pt")
-        return self._handles[file]
+        if file not in self._readers:
+            self._readers[file] = SafetensorsReader(self.folder / file)
+        return self._readers[file]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handle(name).get_slice(name).get_shape())
+        return self._reader(name).tensors[name].shape
 
     def get(self, name: str) -> torch.Tensor:
         """Read τ_H of one parameter in float32."""
-        return self._handle(name).get_tensor(name).to(torch.float32)
+        return self._reader(name).read(name).to(torch.float32)
 
     def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Read rows ``start:stop`` of τ_H of one parameter in float32 (a 0-d tensor whole)."""
-        if len(self.shape(name)) == 0:
-            return self.get(name)
-        return self._handle(name).get_slice(name)[start:stop].to(torch.float32)
+        return self._reader(name).read(name, start, stop).to(torch.float32)
 
     @property
     def tensors(self) -> dict[str, tuple[int, ...]]:
@@ -108,7 +106,9 @@ class StoredHarmVector:
         }
 
     def close(self) -> None:
-        self._handles.clear()
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
 
 class ModelDifferenceHarmVector:

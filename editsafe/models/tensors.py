@@ -11,30 +11,22 @@ back in W's dtype, one patch after the other exactly as
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from editsafe.errors import ConfigError, ModelReferenceError, NumericalError, ProvenanceError
 from editsafe.models.architectures import Architecture, architecture_for, num_layers
 from editsafe.models.patches import RankOnePatch, load_patches
 from editsafe.models.refs import PATCH_FILE_NAME, ResolvedModel
+from editsafe.models.safetensors_file import SafetensorsReader
 
 INDEX_FILE_NAME = "model.safetensors.index.json"
 SINGLE_FILE_NAME = "model.safetensors"
 
-# safetensors dtype codes -> torch dtypes (the subset transformers checkpoints use).
-SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-TORCH_TO_SAFETENSORS: dict[torch.dtype, str] = {value: key for key, value in SAFETENSORS_DTYPES.items()}
 FLOAT_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
 
 
@@ -82,8 +74,9 @@ def weight_files(folder: Path) -> list[Path]:
 class TensorSource:
     """Read-only, tensor-at-a-time view of the weights of a resolved model reference.
 
-    Use it as a context manager: the safetensors files stay open (memory-mapped)
-    until the block ends. ``names`` lists the stored tensors in file order. A
+    Use it as a context manager: the safetensors files stay open until the block
+    ends. Reads use plain file reads, not memory maps (see
+    :mod:`editsafe.models.safetensors_file`). ``names`` lists the stored tensors in file order. A
     tied output head that the files leave out is not listed; ``tied_head``
     names it and ``tied_to`` the embedding it shares.
     """
@@ -96,19 +89,14 @@ class TensorSource:
         self.num_layers: int = _config_num_layers(self.config, self.folder)
         self.files = weight_files(self.folder)
         self._infos: dict[str, TensorInfo] = {}
-        self._handles: dict[Path, Any] = {}
+        self._readers: dict[Path, SafetensorsReader] = {}
         self._patches: dict[str, list[RankOnePatch]] = {}
-        self._data_offsets: dict[Path, tuple[int, dict[str, tuple[int, int]]]] = {}
 
         for file in self.files:
-            handle = safe_open(str(file), framework="pt")
-            self._handles[file] = handle
-            for name in handle.keys():
-                view = handle.get_slice(name)
-                dtype_code = view.get_dtype()
-                if dtype_code not in SAFETENSORS_DTYPES:
-                    raise ModelReferenceError(f"{file}: tensor {name} has unsupported dtype {dtype_code}")
-                self._infos[name] = TensorInfo(name, tuple(view.get_shape()), SAFETENSORS_DTYPES[dtype_code], file)
+            reader = SafetensorsReader(file)
+            self._readers[file] = reader
+            for name, stored in sorted(reader.tensors.items(), key=lambda item: item[1].start):
+                self._infos[name] = TensorInfo(name, stored.shape, stored.dtype, file)
 
         if resolved.kind == "edit":
             assert resolved.artefact_folder is not None
@@ -131,8 +119,9 @@ class TensorSource:
         self.close()
 
     def close(self) -> None:
-        """Release the open safetensors files."""
-        self._handles.clear()
+        """Close the safetensors files."""
+        for reader in self._readers.values():
+            reader.close()
 
     @property
     def names(self) -> list[str]:
@@ -157,7 +146,7 @@ class TensorSource:
     def get(self, name: str) -> torch.Tensor:
         """Read one tensor in its stored dtype (patched when the reference is an edit)."""
         info = self.info(name)
-        tensor = self._handles[info.file].get_tensor(name)
+        tensor = self._readers[info.file].read(name)
         for patch in self._patches.get(name, []):
             delta = patch.delta(torch.float32)
             updated = tensor.to(torch.float32) + delta
@@ -175,7 +164,7 @@ class TensorSource:
         info = self.info(name)
         if len(info.shape) == 0:
             return self.get(name)
-        tensor = self._handles[info.file].get_slice(name)[start:stop]
+        tensor = self._readers[info.file].read(name, start, stop)
         for patch in self._patches.get(name, []):
             u = patch.u.to(torch.float32)
             right = patch.right.to(torch.float32)
@@ -191,11 +180,8 @@ class TensorSource:
         info = self.info(name)
         if name in self._patches:
             raise ProvenanceError(f"{name} is patched by the edit; its stored bytes are not θ_edit")
-        if info.file not in self._data_offsets:
-            self._data_offsets[info.file] = _read_data_offsets(info.file)
-        data_start, offsets = self._data_offsets[info.file]
-        begin, end = offsets[name]
-        return info.file, data_start + begin, data_start + end
+        stored = self._readers[info.file].tensors[name]
+        return info.file, stored.start, stored.stop
 
     def shard_layout(self) -> dict[str, list[str]]:
         """Return file name -> tensor names in that file, in file order."""
@@ -231,19 +217,6 @@ def row_chunks(shape: tuple[int, ...], max_elements: int) -> list[tuple[int, int
         row_elements *= size
     rows_per_block = max(1, max_elements // max(row_elements, 1))
     return [(start, min(start + rows_per_block, shape[0])) for start in range(0, shape[0], rows_per_block)] or [(0, 0)]
-
-
-def _read_data_offsets(file: Path) -> tuple[int, dict[str, tuple[int, int]]]:
-    """Return the data section's start and each tensor's (begin, end) offsets within it."""
-    with open(file, "rb") as stream:
-        header_length = struct.unpack("<Q", stream.read(8))[0]
-        header = json.loads(stream.read(header_length))
-    offsets = {
-        name: (int(entry["data_offsets"][0]), int(entry["data_offsets"][1]))
-        for name, entry in header.items()
-        if name != "__metadata__"
-    }
-    return 8 + header_length, offsets
 
 
 def _read_config(folder: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import torch
 
 from editsafe.errors import ProvenanceError
-from editsafe.models.tensors import TORCH_TO_SAFETENSORS
+from editsafe.models.safetensors_file import TORCH_TO_SAFETENSORS
 
 
 class StreamingSafetensorsWriter:
