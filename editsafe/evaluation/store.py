@@ -27,7 +27,7 @@ from editsafe.io import read_jsonl, sha256_json
 logger = logging.getLogger(__name__)
 
 GENERATIONS_FILE = "generations.jsonl"
-StoreKey = tuple[str, str, str, str, str]
+GENERATION_KEY_FIELDS = ("model_key", "settings_hash", "dataset", "prompt_id", "prompt_hash")
 BatchCallback = Callable[[list[dict[str, Any]]], None]
 
 
@@ -56,25 +56,30 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-class GenerationStore:
-    """An append-only JSON Lines file of responses, read once and indexed by key."""
+class KeyedStore:
+    """An append-only JSON Lines file of records, read once and indexed by the values of ``key_fields``."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], key_fields: Sequence[str]) -> None:
         self.path = Path(path)
-        self._records: dict[StoreKey, dict[str, Any]] = {}
+        self.key_fields = tuple(key_fields)
+        self._records: dict[tuple[str, ...], dict[str, Any]] = {}
         if self.path.is_file():
             for record in read_jsonl(self.path, skip_partial_last=True):
-                self._records.setdefault(_record_key(record), record)
+                self._records.setdefault(self.key_of(record), record)
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def get(self, key: StoreKey) -> dict[str, Any] | None:
+    def key_of(self, record: dict[str, Any]) -> tuple[str, ...]:
+        """Return the key of a record: its ``key_fields`` values as strings."""
+        return tuple(str(record.get(field)) for field in self.key_fields)
+
+    def get(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         """Return the stored record for ``key``, or None."""
         return self._records.get(key)
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
-        """Append records as whole lines and flush them to disk."""
+        """Append records as whole lines and flush them to disk; a record whose key exists is kept once."""
         if not records:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,14 @@ class GenerationStore:
             stream.flush()
             os.fsync(stream.fileno())
         for record in records:
-            self._records.setdefault(_record_key(record), record)
+            self._records.setdefault(self.key_of(record), record)
+
+
+class GenerationStore(KeyedStore):
+    """Stored responses keyed by model, generation settings, dataset, prompt id and prompt text."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, GENERATION_KEY_FIELDS)
 
 
 def generate_stored(
@@ -134,13 +146,6 @@ def generate_stored(
     records = [store.get(key) for key in keys]
     assert all(record is not None for record in records)
     return [record for record in records if record is not None]
-
-
-def _record_key(record: dict[str, Any]) -> StoreKey:
-    return (
-        str(record.get("model_key")), str(record.get("settings_hash")), str(record.get("dataset")),
-        str(record.get("prompt_id")), str(record.get("prompt_hash")),
-    )
 
 
 def _drop_partial_last_line(path: Path) -> None:
