@@ -1,4 +1,4 @@
-"""Shared parts of the judges: verdict values, the judge interface and the verdict cache.
+"""Shared parts of the judges: verdict values, the judge interface and the verdict cache."""
 
 from __future__ import annotations
 
