@@ -153,3 +153,9 @@ def test_lm_eval_missing_dependency():
             run_lm_eval(None, ["arc_easy"])
     else:
         pytest.skip("lm_eval is installed, so the missing dependency error cannot occur")
+
+
+def test_wilson_exact_at_extremes():
+    for n in (1, 7, 10, 33, 100):
+        assert wilson_interval(0, n)[0] == 0.0
+        assert wilson_interval(n, n)[1] == 1.0

@@ -43,7 +43,10 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denominator = 1 + z * z / n
     centre = (proportion + z * z / (2 * n)) / denominator
     half = z / denominator * math.sqrt(proportion * (1 - proportion) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At k = 0 and k = n the bound is exactly 0 or 1; rounding would otherwise put it a hair inside.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def attack_success(verdicts: Sequence[str]) -> dict[str, Any]:
