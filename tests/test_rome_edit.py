@@ -213,3 +213,11 @@ def test_nan_model_rejected_while_sampling(tiny: tuple[Any, Any, str]) -> None:
     late_layer = get_module(model, tiny_hparams(model_type).layer_module_tmp.format(5))
     with editing_output(late_layer, lambda hidden: hidden * float("nan")), pytest.raises(NumericalError):
         sample_context_templates(model, tokenizer, ((3, 2),), seed=0)
+
+
+def test_bad_fixed_template_named(tiny: tuple[Any, Any, str]) -> None:
+    from editsafe.errors import ConfigError
+
+    model, tokenizer, model_type = tiny
+    with pytest.raises(ConfigError, match="'The. ' needs exactly one"):
+        compute_rome_patch(model, tokenizer, EIFFEL, tiny_hparams(model_type), templates=["{}", "The. "])

@@ -54,7 +54,7 @@ def compute_rome_patch(
     hparams: RomeHyperParams,
     *,
     seed: int | None = None,
-    templates: list[str] | TemplateCache | None = None,
+    templates: list[str] | tuple[str, ...] | TemplateCache | None = None,
     stats_cache: SecondMomentCache | None = None,
 ) -> RomeResult:
     """Compute the ROME patch ΔW = right ⊗ u for one request without changing the model.
@@ -229,9 +229,12 @@ def score_target(
 
 def _context_templates(
     model: torch.nn.Module, tokenizer: Any, hparams: RomeHyperParams, seed: int,
-    templates: list[str] | TemplateCache | None,
+    templates: list[str] | tuple[str, ...] | TemplateCache | None,
 ) -> list[str]:
-    if isinstance(templates, list):
+    if isinstance(templates, (list, tuple)):
+        for template in templates:
+            if not isinstance(template, str) or template.count("{}") != 1:
+                raise ConfigError(f"context template {template!r} needs exactly one {{}} for the prompt")
         return list(templates)
     if hparams.context_templates is not None:
         return list(hparams.context_templates)
