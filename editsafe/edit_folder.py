@@ -1,6 +1,6 @@
 """One edit folder of an ``editsafe edit`` run: written atomically, read back on resume.
 
-An edit folder ``OUT/edits/<id>/`` holds ``editsafe.json`` (kind
+An edit folder ``OUT/edits/<id>/`` contains ``editsafe.json`` (kind
 ``rome-edit``: the request, base model provenance, layer, hyperparameters,
 metrics, timings) and ``delta.safetensors`` (every rank-one patch that turns
 the base into this edited model), and with materialisation the whole edited

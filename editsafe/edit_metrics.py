@@ -12,7 +12,7 @@ p_i = p(t_i | P, t_1..t_{i-1}). The measures are:
 
 Efficacy applies them to the request's prompt, generalisation to each
 paraphrase prompt (averaged). ``new_beats_true`` (when the request has a
-``target_true``) says whether the new target is more likely than the true one.
+``target_true``) is whether the new target is more likely than the true one.
 Locality compares the model with the unedited
 model on prompts the edit should leave alone: with each locality prompt's
 expected answer teacher-forced, agreement is the fraction of answer positions

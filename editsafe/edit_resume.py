@@ -1,7 +1,7 @@
 """The run-level files of an edit run (``run.json``, ``manifest.jsonl``) and what resuming keeps.
 
-A finished edit is one whose folder is complete; its folder's
-``editsafe.json`` is the source of truth, and its manifest line is rebuilt
+A finished edit is one whose folder is complete. Its folder's
+``editsafe.json`` is the source of truth, so its manifest line is rebuilt
 from it when an interrupted run wrote the folder but not the line. When a run
 starts, the manifest is rewritten atomically with the lines it keeps: every
 finished edit and, in sequential mode, the failed edits before the point where
@@ -102,7 +102,7 @@ def prepare_output(
     elif run_path.is_file():
         _check_same_settings(run_path, fingerprint)
     elif (output / MANIFEST_FILE).exists() or (output / EDITS_FOLDER).exists():
-        raise ConfigError(f"{output} holds edit results without {RUN_FILE}; pass --overwrite or choose another --out")
+        raise ConfigError(f"{output} contains edit results without {RUN_FILE}; pass --overwrite or choose another --out")
 
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_path, {
@@ -134,7 +134,7 @@ def _check_same_settings(run_path: Path, fingerprint: dict[str, Any]) -> None:
     if changed:
         details = "; ".join(f"{key}: {previous.get(key)!r} -> {fingerprint[key]!r}" for key in changed)
         raise ConfigError(
-            f"{run_path.parent} holds a run with other settings ({details}); "
+            f"{run_path.parent} contains a run with other settings ({details}); "
             "pass --overwrite to replace it, or choose another --out"
         )
 

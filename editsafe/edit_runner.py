@@ -10,9 +10,9 @@ Layout of an output folder ``OUT``:
 * ``OUT/edits/<id>/``: one edit folder per finished edit (see
   :mod:`editsafe.edit_folder`), itself a model reference.
 
-Modes: ``single`` edits the base model once per request, so each folder holds
+Modes: ``single`` edits the base model once per request, so each folder contains
 one patch; ``sequential`` applies the requests one after another to the same
-model, so folder k holds the patches of every finished edit up to and
+model, so folder k contains the patches of every finished edit up to and
 including k and rebuilds the model as it was after edit k. In sequential mode
 a failed edit is skipped and the next edit starts from the model as it was.
 

@@ -282,7 +282,7 @@ def test_edit_on_edited_base(setup: dict, tmp_path: Path) -> None:
 def test_cli_edit_runs(setup: dict) -> None:
     result = CliRunner().invoke(main, [
         "edit", "--model", setup["model"], "--hparams", str(setup["hparams"]), "--edits", str(setup["edits"]),
-        "--ids", "eiffel,water", "--out", str(setup["out"]), "-q",
+        "--ids", "eiffel,water", "--out", str(setup["out"]),
     ])
     assert result.exit_code == 0, result.output
     assert "2 edit(s) done, 0 failed" in result.output
