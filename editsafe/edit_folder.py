@@ -78,6 +78,8 @@ def staged_folder(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{final.name}.", dir=final.parent))
+    # mkdtemp creates the folder readable by its owner alone; a finished edit folder is shared like any output.
+    os.chmod(staging, 0o755)
     try:
         yield staging
         if final.exists():

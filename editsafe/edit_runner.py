@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -91,7 +90,7 @@ def run_edits(
     overwrite: bool = False,
     backend: Backend = "native",
     subject_rule: SubjectRule = "auto",
-    subjects: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    subjects: str | os.PathLike[str] | None = None,
     device: str | None = None,
     dtype: str | None = None,
     progress: bool = True,
@@ -101,9 +100,10 @@ def run_edits(
     ``edits`` defaults to the bundled unintentional edits, ``model`` to the
     embedded default model and ``hparams`` to the bundled ROME file for that
     model. ``ids`` selects requests by id (in file order), then ``limit`` keeps
-    the first ``limit`` of them. A ``subjects`` mapping must be a file path
-    here, so that ``run.json`` can record it. See the module docstring for
-    modes, resuming and ``overwrite``.
+    the first ``limit`` of them. ``subject_rule`` and ``subjects`` (a JSON or
+    CSV file, so that ``run.json`` can record its hash) choose the subjects of
+    NoIntentEdit sheet rows. See the module docstring for modes, resuming and
+    ``overwrite``.
     """
     from editsafe.rome import SecondMomentCache, TemplateCache, default_hparams_path, load_hparams
 
@@ -113,8 +113,11 @@ def run_edits(
         raise ConfigError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
-    if subjects is not None and isinstance(subjects, Mapping):
-        raise ConfigError("run_edits takes subjects as a JSON or CSV file path, so that run.json can record it")
+    if backend == "easyedit":
+        from editsafe.rome.easyedit_backend import import_easyedit
+
+        # Fail before any work when EasyEdit is missing, not once per edit.
+        import_easyedit()
 
     # Resolve the inputs and fill in the defaults.
     resolved = resolve_model(model)
@@ -202,6 +205,6 @@ def _select(requests: list[Any], ids: tuple[str, ...] | None, limit: int | None,
         unknown = [identifier for identifier in ids if identifier not in known]
         if unknown:
             raise ConfigError(f"{source}: no request with id(s) {', '.join(unknown)}; check --ids against the file")
-        wanted = set(ids)
-        requests = [request for request in requests if request.id in wanted]
+        chosen = set(ids)
+        requests = [request for request in requests if request.id in chosen]
     return requests[:limit] if limit is not None else requests

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from editsafe.cli import main
 from editsafe.edit_runner import run_edits
-from editsafe.errors import ConfigError, EditError
+from editsafe.errors import ConfigError, EditError, MissingDependencyError
 from editsafe.io import read_jsonl
 from editsafe.models import load_model, load_patches
 from tests.edit_fixtures import TINY_REQUESTS, single_thread, write_requests, write_tiny_hparams  # noqa: F401
@@ -277,6 +277,16 @@ def test_edit_on_edited_base(setup: dict, tmp_path: Path) -> None:
     assert not torch.equal(
         dict(first_model.named_parameters())[WEIGHT_NAME], dict(second_model.named_parameters())[WEIGHT_NAME]
     )
+
+
+def test_easyedit_backend_needs_package(setup: dict) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("easyeditor") is not None:
+        pytest.skip("easyeditor is installed")
+    with pytest.raises(MissingDependencyError, match="easyeditor"):
+        run(setup, backend="easyedit")
+    assert not (setup["out"] / "run.json").exists()
 
 
 def test_cli_edit_runs(setup: dict) -> None:
