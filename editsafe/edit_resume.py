@@ -38,11 +38,16 @@ RUN_KIND = "rome-edit-run"
 
 @dataclass
 class RunState:
-    """The records of an output folder: kept from earlier runs plus those added by this run."""
+    """The records of an output folder: kept from earlier runs plus those added by this run.
+
+    ``settled_failures`` are failed edits of a sequential run that are not run
+    again, because later finished edits were built without them.
+    """
 
     output: Path
     finished: dict[str, dict[str, Any]] = field(default_factory=dict)
     resume_folder: Path | None = None
+    settled_failures: set[str] = field(default_factory=set)
     kept: list[dict[str, Any]] = field(default_factory=list)
     added: list[dict[str, Any]] = field(default_factory=list)
 
@@ -161,9 +166,8 @@ def _collect_state(output: Path, options: EditRunOptions, selected_ids: list[str
                 record = manifest_record_from_folder(folder)
             state.finished[folder.name] = record
 
-    failed_to_keep: set[str] = set()
     if options.mode == "sequential":
-        failed_to_keep = _sequential_resume(state, selected_ids, latest)
+        state.settled_failures = _sequential_resume(state, selected_ids, latest)
 
     # Keep the previous manifest's order, then add finished folders it was missing.
     seen: set[str] = set()
@@ -171,7 +175,7 @@ def _collect_state(output: Path, options: EditRunOptions, selected_ids: list[str
         identifier = record.get("id")
         if identifier in seen:
             continue
-        if identifier in state.finished or identifier in failed_to_keep:
+        if identifier in state.finished or identifier in state.settled_failures:
             state.kept.append(state.finished.get(identifier, latest[identifier]))
             seen.add(identifier)
     state.kept.extend(record for identifier, record in state.finished.items() if identifier not in seen)

@@ -148,9 +148,10 @@ def run_edits(
     output = Path(out)
     state = prepare_output(output, options, base, rome_hparams, [request.id for request in requests], overwrite=overwrite)
     remove_stale_staging(output / "edits")
-    pending = [request for request in requests if request.id not in state.finished]
+    settled = set(state.finished) | state.settled_failures
+    pending = [request for request in requests if request.id not in settled]
     logger.info(
-        "%d edit(s) selected, %d already finished, %d to run (%s mode)",
+        "%d edit(s) selected, %d already finished or settled, %d to run (%s mode)",
         len(requests), len(requests) - len(pending), len(pending), mode,
     )
     if not pending:

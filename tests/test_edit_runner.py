@@ -265,6 +265,28 @@ def test_sequential_failure_skipped(setup: dict, monkeypatch: pytest.MonkeyPatch
     assert len(load_patches(setup["out"] / "edits" / "water" / "delta.safetensors")) == 2
 
 
+def test_sequential_failure_not_retried(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import editsafe.edit_step as edit_step
+
+    real = edit_step.compute_patch
+    monkeypatch.setattr(
+        edit_step, "compute_patch",
+        lambda step, request: (_ for _ in ()).throw(EditError("boom")) if request.id == "mother" else real(step, request),
+    )
+    run(setup, mode="sequential")
+    monkeypatch.setattr(edit_step, "compute_patch", real)
+    records = run(setup, mode="sequential")
+    assert [(record["id"], record["status"]) for record in records] == [
+        ("eiffel", "done"), ("mother", "failed"), ("water", "done"),
+    ]
+
+
+def test_sequential_insert_before_rejected(setup: dict) -> None:
+    run(setup, mode="sequential", ids=["mother"])
+    with pytest.raises(ConfigError, match="already continued past eiffel"):
+        run(setup, mode="sequential")
+
+
 def test_edit_on_edited_base(setup: dict, tmp_path: Path) -> None:
     run(setup, ids=["eiffel"])
     first_folder = setup["out"] / "edits" / "eiffel"
