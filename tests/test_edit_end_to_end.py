@@ -17,7 +17,7 @@ from tests.edit_fixtures import single_thread  # noqa: F401
 
 # An edit counts as taken when the target's probability after the prompt grows by at least this factor.
 MINIMUM_GAIN = 10.0
-# Fixed context templates replace the 20 sampled ones of the bundled file, which cuts the CPU time about sevenfold.
+# Fixed context templates replace the 20 sampled ones of the bundled file, so each value step runs 3 prompts, not 21.
 FIXED_TEMPLATES = ["{}", "Here is a short note. {}", "I read this in a book. {}"]
 
 

@@ -43,6 +43,20 @@ def folder_manifest(out: Path, identifier: str) -> dict:
     return json.loads((out / "edits" / identifier / "editsafe.json").read_text(encoding="utf-8"))
 
 
+def fail_edit(monkeypatch: pytest.MonkeyPatch, identifier: str) -> None:
+    """Make the patch computation of one request raise until ``monkeypatch.undo()``."""
+    import editsafe.edit_step as edit_step
+
+    real = edit_step.compute_patch
+
+    def failing(step, request):
+        if request.id == identifier:
+            raise EditError("value optimisation diverged")
+        return real(step, request)
+
+    monkeypatch.setattr(edit_step, "compute_patch", failing)
+
+
 def test_manifest_lines_complete(setup: dict) -> None:
     records = run(setup, limit=2)
     lines = read_jsonl(setup["out"] / "manifest.jsonl")
@@ -200,16 +214,7 @@ def test_materialized_tokenizer_saved(setup: dict) -> None:
 
 
 def test_failed_edit_recorded(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import editsafe.edit_step as edit_step
-
-    real = edit_step.compute_patch
-
-    def failing(step, request):
-        if request.id == "mother":
-            raise EditError("value optimisation diverged")
-        return real(step, request)
-
-    monkeypatch.setattr(edit_step, "compute_patch", failing)
+    fail_edit(monkeypatch, "mother")
     records = run(setup)
     assert [record["status"] for record in records] == ["done", "failed", "done"]
     assert records[1]["error"] == "EditError: value optimisation diverged"
@@ -237,15 +242,9 @@ def test_failed_write_leaves_nothing(setup: dict, monkeypatch: pytest.MonkeyPatc
 
 
 def test_failed_edit_retried_on_resume(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import editsafe.edit_step as edit_step
-
-    real = edit_step.compute_patch
-    monkeypatch.setattr(
-        edit_step, "compute_patch",
-        lambda step, request: (_ for _ in ()).throw(EditError("boom")) if request.id == "mother" else real(step, request),
-    )
+    fail_edit(monkeypatch, "mother")
     run(setup)
-    monkeypatch.setattr(edit_step, "compute_patch", real)
+    monkeypatch.undo()
     records = run(setup)
     assert [(record["id"], record["status"]) for record in records] == [
         ("eiffel", "done"), ("water", "done"), ("mother", "done"),
@@ -253,28 +252,16 @@ def test_failed_edit_retried_on_resume(setup: dict, monkeypatch: pytest.MonkeyPa
 
 
 def test_sequential_failure_skipped(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import editsafe.edit_step as edit_step
-
-    real = edit_step.compute_patch
-    monkeypatch.setattr(
-        edit_step, "compute_patch",
-        lambda step, request: (_ for _ in ()).throw(EditError("boom")) if request.id == "mother" else real(step, request),
-    )
+    fail_edit(monkeypatch, "mother")
     run(setup, mode="sequential")
     assert folder_manifest(setup["out"], "water")["sequence"] == ["eiffel", "water"]
     assert len(load_patches(setup["out"] / "edits" / "water" / "delta.safetensors")) == 2
 
 
 def test_sequential_failure_not_retried(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import editsafe.edit_step as edit_step
-
-    real = edit_step.compute_patch
-    monkeypatch.setattr(
-        edit_step, "compute_patch",
-        lambda step, request: (_ for _ in ()).throw(EditError("boom")) if request.id == "mother" else real(step, request),
-    )
+    fail_edit(monkeypatch, "mother")
     run(setup, mode="sequential")
-    monkeypatch.setattr(edit_step, "compute_patch", real)
+    monkeypatch.undo()
     records = run(setup, mode="sequential")
     assert [(record["id"], record["status"]) for record in records] == [
         ("eiffel", "done"), ("mother", "failed"), ("water", "done"),
