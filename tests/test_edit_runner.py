@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from editsafe.cli import main
 from editsafe.edit_runner import run_edits
-from editsafe.errors import ConfigError, EditError, MissingDependencyError
+from editsafe.errors import ConfigError, DataError, EditError, MissingDependencyError
 from editsafe.io import read_jsonl
 from editsafe.models import load_model, load_patches
 from tests.edit_fixtures import TINY_REQUESTS, single_thread, write_requests, write_tiny_hparams  # noqa: F401
@@ -146,6 +146,12 @@ def test_overwrite_replaces_run(setup: dict) -> None:
 def test_unknown_id_rejected(setup: dict) -> None:
     with pytest.raises(ConfigError, match="nope"):
         run(setup, ids=["nope"])
+
+
+def test_id_unusable_as_folder_rejected(setup: dict, tmp_path: Path) -> None:
+    edits = write_requests(tmp_path / "slash.jsonl", [{**TINY_REQUESTS[0], "id": "geo/eiffel"}])
+    with pytest.raises(DataError, match="cannot name an edit folder"):
+        run({**setup, "edits": edits})
 
 
 def test_partial_manifest_line_dropped(setup: dict) -> None:
