@@ -54,7 +54,7 @@ def _generator(name: str, salt: str) -> torch.Generator:
 
 @functools.cache
 def _pool(kind: str, bound: float) -> torch.Tensor:
-    """A fixed pool of 2^26 uniform bf16 values in ±bound, drawn once per process."""
+    """Return a fixed pool of 2^26 uniform bf16 values in ±bound, drawn once per process."""
     return torch.empty(_POOL_SIZE, dtype=torch.bfloat16).uniform_(-bound, bound, generator=_generator("pool", kind))
 
 
@@ -76,7 +76,7 @@ def make_tensor(name: str, shape: tuple[int, ...], copy: str, edited_weight: str
     """Return one bf16 tensor of the requested copy (base, harmful or target).
 
     Weights are uniform in ±0.035 (standard deviation about 0.02), cut from a
-    fixed pool of random values at a per-name offset: drawing 6.7 billion
+    fixed pool of random values at a per-name offset. Drawing 6.7 billion
     fresh values would take far longer than writing them on a small CPU, and
     HDR's cost does not depend on the values. Norm weights are ones.
     """
