@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 NOTHING_CHANGED_EXIT_CODE = 3
 
 _FLOAT32_EPS = torch.finfo(torch.float32).eps
+# Columns of the random probe that estimates the rank of a large ΔW.
+_RANK_PROBE = 32
 # Tensors are compared in row blocks of at most this many elements.
 _BLOCK_ELEMENTS = 1 << 20
 
@@ -113,23 +115,42 @@ def edit_region(edited_layers: set[int] | list[int], num_layers: int) -> list[in
 def numerical_rank(delta: torch.Tensor, weight: torch.Tensor, stored_dtype: torch.dtype) -> int:
     """Return the numerical rank of ΔW (float32), counting singular values above a tolerance.
 
-    The tolerance is max(σ₁ · max(m, n) · ε₃₂, ε_d · rms(W) · (√m + √n)): the
-    first term is the usual float32 rank tolerance; the second, with ε_d the
+    The tolerance is max(σ₁ · max(m, n) · ε₃₂, ε_d · rms(W) · (√m + √n)). The
+    first term is the usual float32 rank tolerance. The second, with ε_d the
     machine epsilon of the stored dtype, bounds the spectral norm of the
     rounding noise that storing W + ΔW in that dtype adds (for bf16 weights an
     exact rank-one update otherwise reads as full rank). Vectors count as 1×n
-    matrices, tensors of more than two dimensions as (shape[0], rest).
-    A genuine change smaller than the rounding bound is reported as rank 0.
+    matrices, tensors of more than two dimensions as (shape[0], rest). A
+    genuine change smaller than the rounding bound is reported as rank 0.
+
+    Large matrices first get a randomized probe (Halko, Martinsson and Tropp,
+    2011): the singular values of Qᵀ ΔW, with Q an orthonormal basis of
+    ΔW · Ω for a seeded Gaussian Ω of ``_RANK_PROBE`` columns, never exceed
+    those of ΔW and match them for a low-rank ΔW. When fewer than all probe
+    values pass the tolerance, that count is the rank. Otherwise the full
+    singular values are computed.
     """
     matrix = delta.reshape(1, -1) if delta.dim() < 2 else delta.reshape(delta.shape[0], -1)
+    matrix = matrix.to(torch.float32)
     rows, columns = matrix.shape
-    singular_values = torch.linalg.svdvals(matrix.to(torch.float32))
+    weight_rms = weight.to(torch.float32).pow(2).mean().sqrt().item() if weight.numel() else 0.0
+    rounding_bound = 0.0
+    if stored_dtype not in (torch.float32, torch.float64):
+        rounding_bound = torch.finfo(stored_dtype).eps * weight_rms * (math.sqrt(rows) + math.sqrt(columns))
+
+    if min(rows, columns) > 4 * _RANK_PROBE:
+        probe = torch.randn(columns, _RANK_PROBE, generator=torch.Generator().manual_seed(0))
+        basis, _ = torch.linalg.qr(matrix @ probe)
+        probe_values = torch.linalg.svdvals(basis.T @ matrix)
+        count = _count_above(probe_values, rows, columns, rounding_bound)
+        if count < _RANK_PROBE:
+            return count
+    return _count_above(torch.linalg.svdvals(matrix), rows, columns, rounding_bound)
+
+
+def _count_above(singular_values: torch.Tensor, rows: int, columns: int, rounding_bound: float) -> int:
     if singular_values.numel() == 0 or singular_values[0] == 0:
         return 0
-    weight_rms = weight.to(torch.float32).pow(2).mean().sqrt().item() if weight.numel() else 0.0
-    rounding_bound = torch.finfo(stored_dtype).eps * weight_rms * (math.sqrt(rows) + math.sqrt(columns))
-    if stored_dtype == torch.float32 or stored_dtype == torch.float64:
-        rounding_bound = 0.0
     tolerance = max(singular_values[0].item() * max(rows, columns) * _FLOAT32_EPS, rounding_bound)
     return int((singular_values > tolerance).sum().item())
 
