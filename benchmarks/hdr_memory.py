@@ -192,7 +192,7 @@ def bench_models(arguments: argparse.Namespace) -> None:
     results = [measure("interpreter with torch and editsafe imported", ["--task", "baseline"], None)]
     results.append(measure("locate target vs base", ["--task", "locate", "--base", arguments.base, "--target", arguments.target], None))
     common = ["--target", arguments.target, "--harm", arguments.harmful, "--base", arguments.base, "--k", "10", "--out", str(out)]
-    results.append(measure("streaming HDR, region 14,15,16", ["--task", "streaming", *common, "--region", "14,15,16"], out))
+    results.append(measure(f"streaming HDR, region {arguments.region}", ["--task", "streaming", *common, "--region", arguments.region], out))
     results.append(measure("streaming HDR, whole model + embeddings", ["--task", "streaming", *common, "--include-embeddings"], out))
     print(json.dumps(results, indent=2))
 
@@ -206,6 +206,7 @@ def main() -> None:
     models = commands.add_parser("models")
     for option in ("--base", "--harmful", "--target", "--workdir"):
         models.add_argument(option, required=True)
+    models.add_argument("--region", default="14,15,16", help="Comma-separated layers of the region HDR run.")
     one = commands.add_parser("worker")
     one.add_argument("--task", choices=["baseline", "streaming", "naive", "locate"], required=True)
     one.add_argument("--target")
