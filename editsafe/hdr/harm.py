@@ -35,7 +35,7 @@ from editsafe.models.tensors import TensorSource
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = 2
+DEFAULT_EPOCHS = 1
 DEFAULT_LEARNING_RATE = 1e-4
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 128
