@@ -55,6 +55,7 @@ def evaluate(
     label: str | None = None,
     ppl_text: str | os.PathLike[str] | None = None,
     multiple_choice: str | os.PathLike[str] | None = None,
+    edit: str | os.PathLike[str] | None = None,
     device: str | None = None,
     dtype: str | None = None,
     progress: bool = True,
@@ -63,6 +64,8 @@ def evaluate(
 
     Returns the report that is also written to ``out/report.json``. ``limit``
     keeps a seeded random sample of N prompts per dataset, in file order.
+    ``edit`` names an edit folder whose request is scored on this model (edit
+    retention), with locality agreement against the edit's base model.
     """
     from editsafe.models.loading import load_model
 
@@ -107,6 +110,8 @@ def evaluate(
     utility = _utility(model_instance, tokenizer, ppl_text, multiple_choice, progress)
     if utility:
         report["utility"] = utility
+    if edit is not None:
+        report["edit"] = _edit_metrics(model_instance, tokenizer, edit, device=device, dtype=dtype)
     write_run_report(report, out_dir)
     return report
 
@@ -190,6 +195,24 @@ def _utility(
     if multiple_choice is not None:
         utility["multiple_choice"] = multiple_choice_accuracy(model, tokenizer, multiple_choice, progress=progress)
     return utility
+
+
+def _edit_metrics(model: Any, tokenizer: Any, edit: str | os.PathLike[str], *, device: str | None,
+                  dtype: str | None) -> dict[str, Any]:
+    from editsafe.edit_metrics import locality_reference
+    from editsafe.evaluation.edit_retention import edit_request_from_folder, measure_edit
+    from editsafe.models.loading import load_model
+    from editsafe.models.refs import resolve_model
+
+    request = edit_request_from_folder(edit)
+    reference_predictions = None
+    base = resolve_model(edit).base
+    if request.locality_prompts and base is not None:
+        base_model, base_tokenizer = load_model(base, device=device, dtype=dtype)
+        reference_predictions = locality_reference(base_model, base_tokenizer, request)
+        del base_model
+    metrics = measure_edit(model, tokenizer, request, reference_predictions=reference_predictions)
+    return {"folder": str(Path(edit).resolve()), "request_id": request.id, **metrics}
 
 
 def _version() -> str:
