@@ -132,10 +132,10 @@ def score_dataset(
 ) -> dict[str, Any]:
     """Judge a dataset's responses and return its report entry.
 
-    The entry has ``n`` (prompts), ``asr``, ``ci_low``, ``ci_high``,
-    ``unsafe`` and ``unjudged`` over the prompts not labelled safe (``n_asr``
-    of them), ASR per category, the refusal margin (mean and interval) over
-    those prompts, and, when the dataset has safe-labelled prompts (XSTest),
+    The entry has ``n`` (prompts) and, over the ``n_asr`` prompts not
+    labelled safe, ``asr``, ``ci_low``, ``ci_high``, ``unsafe``,
+    ``unjudged``, ASR per category and the refusal margin (mean and
+    interval). A dataset with safe-labelled prompts (XSTest) also gets
     ``refusal_rate_safe`` and ``refusal_rate_unsafe``.
     """
     harmful = [record for record in records if record.get("label") != "safe"]
