@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from editsafe.errors import ConfigError
+from editsafe.evaluation.scoring import continuation_log_probs, encode
 from editsafe.generation import format_prompt
 
 logger = logging.getLogger(__name__)
@@ -94,10 +95,9 @@ def refusal_margin(
     replacement by a generator seeded with ``seed``.
     """
     _check_arguments(prompts, refusal_openings, compliance_openings, batch_size, n_bootstrap)
-    refusal_ids = [_encode(tokenizer, text) for text in refusal_openings]
-    compliance_ids = [_encode(tokenizer, text) for text in compliance_openings]
+    refusal_ids = [encode(tokenizer, text) for text in refusal_openings]
+    compliance_ids = [encode(tokenizer, text) for text in compliance_openings]
     openings = refusal_ids + compliance_ids
-    device = next(model.parameters()).device
 
     margins: list[float] = []
     with torch.no_grad():
@@ -106,10 +106,11 @@ def refusal_margin(
                 format_prompt(tokenizer, prompt, chat_template=chat_template, prefix=prefix)
                 for prompt in prompts[start:start + batch_size]
             ]
-            prompt_ids = [_encode(tokenizer, text) for text in texts]
+            prompt_ids = [encode(tokenizer, text) for text in texts]
             if not all(prompt_ids):
                 raise ConfigError("a prompt formats to zero tokens; the margin needs at least one prompt token")
-            scores = _opening_log_probs(model, tokenizer, prompt_ids, openings, device)
+            pairs = [(prompt, opening) for prompt in prompt_ids for opening in openings]
+            scores = continuation_log_probs(model, tokenizer.pad_token_id, pairs).view(len(prompt_ids), len(openings))
             refusal = torch.logsumexp(scores[:, :len(refusal_ids)], dim=1)
             compliance = torch.logsumexp(scores[:, len(refusal_ids):], dim=1)
             margins.extend((refusal - compliance).tolist())
@@ -135,36 +136,6 @@ def bootstrap_mean(values: Sequence[float], *, n_bootstrap: int = 1000, seed: in
     samples = generator.integers(0, len(data), size=(n_bootstrap, len(data)))
     means = data[samples].mean(axis=1)
     return float(data.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def _opening_log_probs(
-    model: Any, tokenizer: Any, prompt_ids: list[list[int]], openings: list[list[int]], device: torch.device
-) -> torch.Tensor:
-    """Return a (prompts × openings) tensor of summed teacher-forced log-probabilities."""
-    # One row per (prompt, opening) pair, right-padded so real tokens keep positions 0..n-1.
-    rows = [prompt + opening for prompt in prompt_ids for opening in openings]
-    width = max(len(row) for row in rows)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for row_index, row in enumerate(rows):
-        input_ids[row_index, :len(row)] = torch.tensor(row)
-        attention_mask[row_index, :len(row)] = 1
-
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-
-    # The opening token at position p is predicted by the logits at p - 1.
-    totals = torch.zeros(len(rows), dtype=torch.float64)
-    for row_index, (prompt, opening) in enumerate((p, o) for p in prompt_ids for o in openings):
-        positions = torch.arange(len(prompt) - 1, len(prompt) + len(opening) - 1, device=log_probs.device)
-        targets = torch.tensor(opening, device=log_probs.device)
-        totals[row_index] = log_probs[row_index, positions, targets].double().sum().cpu()
-    return totals.view(len(prompt_ids), len(openings))
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _check_arguments(
