@@ -88,6 +88,7 @@ def compare(
             reference = str(_build_variant(
                 out_dir / "models" / name, switches, edited=edited, target=target, scenario=scenario,
                 base=base, harm=harm, demos=demos, config=config, seed=seed,
+                progress=evaluate_options.get("progress", True),
             ))
         logger.info("evaluating variant %s (%s)", name, reference)
         runs.append(evaluate(
@@ -105,14 +106,20 @@ def compare(
     )
 
 
-def _build_variant(folder: Path, switches: dict[str, Any], **repair_arguments: Any) -> Path:
-    """Return the safe-model folder of one variant, running the repair only when it is not there yet."""
+def _build_variant(
+    folder: Path, switches: dict[str, Any], *, config: dict[str, Any] | str | None, **repair_arguments: Any
+) -> Path:
+    """Return the safe-model folder of one variant, running the repair only when it is not there yet.
+
+    A ``config`` dict is passed as the repair's overrides, a string as its settings file.
+    """
     if (folder / "editsafe.json").is_file():
         logger.info("reusing the repaired model in %s", folder)
         return folder
     from editsafe.repair import repair
 
-    return Path(repair(out=str(folder), overwrite=False, **switches, **repair_arguments))
+    settings = {"overrides": config} if isinstance(config, dict) else {"config": config}
+    return Path(repair(out=str(folder), overwrite=False, **switches, **settings, **repair_arguments))
 
 
 def _edit_folder(edited: str | None) -> str | None:
