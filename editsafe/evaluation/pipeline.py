@@ -99,7 +99,10 @@ def evaluate(
 
     report: dict[str, Any] = {
         "label": label or str(resolved.reference),
-        "model": {**resolved.provenance(), "model_key": model_key(model_instance)},
+        "model": {
+            **resolved.provenance(), "weights_folder": str(resolved.weights_folder),
+            "model_key": model_key(model_instance),
+        },
         "judge": judge_instance.describe(),
         "settings": {**settings.to_dict(), "batch_size": batch_size, "limit": limit, "margin": margin},
         "seed": seed,

@@ -78,6 +78,11 @@ def render_markdown(runs: Sequence[dict[str, Any]], *, title: str | None = None)
         lines.append(f"| {_label(run)} | {model.get('path') or model.get('reference')} | {model.get('kind')} | "
                      f"`{str(model.get('hash', ''))[:12]}` | {judge_text} | {setting_text} |")
 
+    lines += ["", "## Datasets", "", "| dataset | loader | file |", "|---|---|---|"]
+    for name in datasets:
+        entry = next(run["datasets"][name] for run in runs if name in run["datasets"])
+        lines.append(f"| {name} | {entry.get('loader', '')} | {entry.get('path', '')} |")
+
     lines += ["", "## Attack success rate", "",
               "Unsafe responses / judged responses on the prompts not labelled safe, with the 95% Wilson "
               "interval; unjudged responses are counted apart.", ""]
