@@ -11,7 +11,9 @@ second (tokens counted by re-tokenizing each response, so an estimate within
 a token or two per response), the batched speed-up, and the wall time of
 ``evaluate`` (generation, keyword judge, refusal margin, report) on
 ``--evaluate-count`` prompts. The prompts file is JSON Lines with a
-``prompt`` field (or any table the dataset loaders read).
+``prompt`` field (or any table the dataset loaders read). On a busy machine
+pass ``--threads 1``: two threads per process that wait for each other on
+overloaded cores erase most of the batching gain.
 """
 
 from __future__ import annotations
