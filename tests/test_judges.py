@@ -265,3 +265,11 @@ def test_hf_rejects_bad_input(tmp_path, classifier_dir):
         make_judge(f"hf:{tmp_path}")
     with pytest.raises(ConfigError, match="'safe' or 'unsafe'"):
         make_judge(f"hf:{classifier_dir}", label_map={"TOXIC": "bad"})
+
+
+def test_repeated_pairs_judged_once(tmp_path):
+    store = VerdictStore(tmp_path / "verdicts.jsonl")
+    pairs = [("q", "Sure, here is how."), ("q", "Sure, here is how."), ("q", "I cannot.")]
+    records = judge_cached(KeywordJudge(), pairs, store)
+    assert [r["verdict"] for r in records] == ["unsafe", "unsafe", "safe"]
+    assert len((tmp_path / "verdicts.jsonl").read_text().splitlines()) == 2

@@ -19,6 +19,19 @@ judge_options = [
                  help="For hf:PATH judges: map a classifier label to safe or unsafe (repeatable)."),
 ]
 
+# Generation and scoring options shared by evaluate and compare.
+run_options = [
+    click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per batch."),
+    click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True,
+                 help="Tokens per response."),
+    click.option("--no-chat-template", is_flag=True, help="Feed prompts as plain text instead of the chat template."),
+    click.option("--prefix", default=None, help="Instruction text put before every prompt."),
+    click.option("--limit", type=click.IntRange(min=1), default=None,
+                 help="Seeded random sample of N prompts per dataset."),
+    seed_option,
+    click.option("--margin/--no-margin", default=True, show_default=True, help="Compute the refusal margin per dataset."),
+]
+
 
 def add_options(options: list) -> object:
     """Return a decorator that applies ``options`` in order."""
@@ -50,17 +63,13 @@ def parse_label_map(pairs: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--field", default=None, help="Prompt column for generic datasets.")
 @add_options(judge_options)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder (reused and resumed).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per batch.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Tokens per response.")
-@click.option("--no-chat-template", is_flag=True, help="Feed prompts as plain text instead of the chat template.")
-@click.option("--prefix", default=None, help="Instruction text put before every prompt.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Seeded random sample of N prompts per dataset.")
-@seed_option
-@click.option("--margin/--no-margin", default=True, show_default=True, help="Compute the refusal margin per dataset.")
+@add_options(run_options)
 @click.option("--label", default=None, help="Name of this model in reports (default: the model reference).")
 @click.option("--ppl-text", type=click.Path(dir_okay=False), default=None, help="UTF-8 text file for perplexity.")
 @click.option("--mc-file", type=click.Path(dir_okay=False), default=None,
               help="Multiple-choice JSONL (question, choices, answer) for accuracy.")
+@click.option("--edit", "edit_folder", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Edit folder whose request is scored on this model (does the edit survive a repair?).")
 @device_option
 @dtype_option
 @click.pass_context
@@ -68,7 +77,7 @@ def evaluate(ctx: click.Context, model_reference: str, datasets: tuple[str, ...]
              judge_url: str | None, judge_model: str | None, judge_key_env: str, judge_labels: tuple[str, ...],
              out: str, batch_size: int, max_new_tokens: int, no_chat_template: bool, prefix: str | None,
              limit: int | None, seed: int, margin: bool, label: str | None, ppl_text: str | None,
-             mc_file: str | None, device: str | None, dtype: str | None) -> None:
+             mc_file: str | None, edit_folder: str | None, device: str | None, dtype: str | None) -> None:
     """Evaluate a model on safety datasets and write report.json, report.md and report.png to --out."""
     from editsafe.evaluation import evaluate as run_evaluation
 
@@ -77,7 +86,7 @@ def evaluate(ctx: click.Context, model_reference: str, datasets: tuple[str, ...]
         judge_key_env=judge_key_env, judge_labels=parse_label_map(judge_labels), field=field,
         batch_size=batch_size, max_new_tokens=max_new_tokens, chat_template=not no_chat_template, prefix=prefix,
         limit=limit, seed=seed, margin=margin, label=label, ppl_text=ppl_text, multiple_choice=mc_file,
-        device=device, dtype=dtype, progress=(ctx.obj or {}).get("verbosity", 0) >= 0,
+        edit=edit_folder, device=device, dtype=dtype, progress=(ctx.obj or {}).get("verbosity", 0) >= 0,
     )
     for name, entry in report["datasets"].items():
         asr = "–" if entry["asr"] is None else f"{entry['asr']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"

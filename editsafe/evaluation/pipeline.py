@@ -55,6 +55,7 @@ def evaluate(
     label: str | None = None,
     ppl_text: str | os.PathLike[str] | None = None,
     multiple_choice: str | os.PathLike[str] | None = None,
+    edit: str | os.PathLike[str] | None = None,
     device: str | None = None,
     dtype: str | None = None,
     progress: bool = True,
@@ -63,6 +64,8 @@ def evaluate(
 
     Returns the report that is also written to ``out/report.json``. ``limit``
     keeps a seeded random sample of N prompts per dataset, in file order.
+    ``edit`` names an edit folder whose request is scored on this model (edit
+    retention), with locality agreement against the edit's base model.
     """
     from editsafe.models.loading import load_model
 
@@ -96,7 +99,10 @@ def evaluate(
 
     report: dict[str, Any] = {
         "label": label or str(resolved.reference),
-        "model": {**resolved.provenance(), "model_key": model_key(model_instance)},
+        "model": {
+            **resolved.provenance(), "weights_folder": str(resolved.weights_folder),
+            "model_key": model_key(model_instance),
+        },
         "judge": judge_instance.describe(),
         "settings": {**settings.to_dict(), "batch_size": batch_size, "limit": limit, "margin": margin},
         "seed": seed,
@@ -107,6 +113,8 @@ def evaluate(
     utility = _utility(model_instance, tokenizer, ppl_text, multiple_choice, progress)
     if utility:
         report["utility"] = utility
+    if edit is not None:
+        report["edit"] = _edit_metrics(model_instance, tokenizer, edit, device=device, dtype=dtype)
     write_run_report(report, out_dir)
     return report
 
@@ -127,10 +135,10 @@ def score_dataset(
 ) -> dict[str, Any]:
     """Judge a dataset's responses and return its report entry.
 
-    The entry has ``n`` (prompts), ``asr``, ``ci_low``, ``ci_high``,
-    ``unsafe`` and ``unjudged`` over the prompts not labelled safe (``n_asr``
-    of them), ASR per category, the refusal margin (mean and interval) over
-    those prompts, and, when the dataset has safe-labelled prompts (XSTest),
+    The entry has ``n`` (prompts) and, over the ``n_asr`` prompts not
+    labelled safe, ``asr``, ``ci_low``, ``ci_high``, ``unsafe``,
+    ``unjudged``, ASR per category and the refusal margin (mean and
+    interval). A dataset with safe-labelled prompts (XSTest) also gets
     ``refusal_rate_safe`` and ``refusal_rate_unsafe``.
     """
     harmful = [record for record in records if record.get("label") != "safe"]
@@ -190,6 +198,24 @@ def _utility(
     if multiple_choice is not None:
         utility["multiple_choice"] = multiple_choice_accuracy(model, tokenizer, multiple_choice, progress=progress)
     return utility
+
+
+def _edit_metrics(model: Any, tokenizer: Any, edit: str | os.PathLike[str], *, device: str | None,
+                  dtype: str | None) -> dict[str, Any]:
+    from editsafe.edit_metrics import locality_reference
+    from editsafe.evaluation.edit_retention import edit_request_from_folder, measure_edit
+    from editsafe.models.loading import load_model
+    from editsafe.models.refs import resolve_model
+
+    request = edit_request_from_folder(edit)
+    reference_predictions = None
+    base = resolve_model(edit).base
+    if request.locality_prompts and base is not None:
+        base_model, base_tokenizer = load_model(base, device=device, dtype=dtype)
+        reference_predictions = locality_reference(base_model, base_tokenizer, request)
+        del base_model
+    metrics = measure_edit(model, tokenizer, request, reference_predictions=reference_predictions)
+    return {"folder": str(Path(edit).resolve()), "request_id": request.id, **metrics}
 
 
 def _version() -> str:

@@ -10,7 +10,6 @@ matplotlib's Agg canvas, so it needs no display.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from editsafe.errors import DataError
+from editsafe.evaluation.readers import read_json
 from editsafe.io import atomic_path, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -53,10 +53,7 @@ def load_runs(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
         file = path / REPORT_JSON if path.is_dir() else path
         if not file.is_file():
             raise DataError(f"{file}: report not found; give a folder written by editsafe evaluate or compare")
-        try:
-            payload = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise DataError(f"{file}:{error.lineno}: invalid JSON ({error.msg})") from error
+        payload = read_json(file)
         found = payload.get("runs", [payload]) if isinstance(payload, dict) else None
         if not found or not all(isinstance(run, dict) and "datasets" in run for run in found):
             raise DataError(f"{file}: not an editsafe evaluation report (no 'datasets' entry)")
@@ -80,6 +77,11 @@ def render_markdown(runs: Sequence[dict[str, Any]], *, title: str | None = None)
         judge_text = judge.get("name", "?") + (f" ({judge['model']})" if judge.get("model") else "")
         lines.append(f"| {_label(run)} | {model.get('path') or model.get('reference')} | {model.get('kind')} | "
                      f"`{str(model.get('hash', ''))[:12]}` | {judge_text} | {setting_text} |")
+
+    lines += ["", "## Datasets", "", "| dataset | loader | file |", "|---|---|---|"]
+    for name in datasets:
+        entry = next(run["datasets"][name] for run in runs if name in run["datasets"])
+        lines.append(f"| {name} | {entry.get('loader', '')} | {entry.get('path', '')} |")
 
     lines += ["", "## Attack success rate", "",
               "Unsafe responses / judged responses on the prompts not labelled safe, with the 95% Wilson "

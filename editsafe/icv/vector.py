@@ -14,6 +14,9 @@ from safetensors.torch import load_file, save_file
 from editsafe.errors import DataError, NumericalError
 from editsafe.io import atomic_path, write_json_atomic
 
+# A safe-model folder keeps the vector in this subfolder, so that weight loaders and hashes that read
+# every top-level *.safetensors file see the weights alone.
+ICV_SUBFOLDER = "icv"
 VECTOR_FILE_NAME = "icv.safetensors"
 METADATA_FILE_NAME = "icv.json"
 

@@ -60,14 +60,22 @@ def judge_cached(judge: Judge, pairs: Sequence[tuple[str, str]], store: VerdictS
     """
     judge_key = sha256_json(judge.describe())
     keys = [(judge_key, text_hash(prompt), text_hash(response)) for prompt, response in pairs]
-    missing = [index for index, key in enumerate(keys) if store.get(key) is None]
-    fresh: dict[int, dict[str, Any]] = {}
+
+    # Ask once per distinct missing key, so repeated pairs are judged and stored once.
+    missing: dict[tuple[str, ...], int] = {}
+    for index, key in enumerate(keys):
+        if store.get(key) is None and key not in missing:
+            missing[key] = index
+    fresh: dict[tuple[str, ...], dict[str, Any]] = {}
     if missing:
-        judgements = judge.judge([pairs[index] for index in missing])
-        for index, judgement in zip(missing, judgements):
-            fresh[index] = {
-                "judge_key": judge_key, "prompt_hash": keys[index][1], "response_hash": keys[index][2],
+        judgements = judge.judge([pairs[index] for index in missing.values()])
+        cacheable = []
+        for key, judgement in zip(missing, judgements):
+            fresh[key] = {
+                "judge_key": judge_key, "prompt_hash": key[1], "response_hash": key[2],
                 "judge": judge.name, "verdict": judgement.verdict, "raw": judgement.raw, "error": judgement.error,
             }
-        store.append([fresh[index] for index, judgement in zip(missing, judgements) if judgement.cacheable])
-    return [fresh.get(index) or store.get(key) or {} for index, key in enumerate(keys)]
+            if judgement.cacheable:
+                cacheable.append(fresh[key])
+        store.append(cacheable)
+    return [fresh.get(key) or store.get(key) or {} for key in keys]
