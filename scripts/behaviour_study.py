@@ -36,6 +36,9 @@ from editsafe.paths import package_data
 
 EDIT_IDS = {"intentional": "intent-001", "unintentional": "unint-001"}
 PUBLISHED = {"alpha": 0.12, "icv_scale": 0.1, "site": "layer", "icv_method": "pca", "icv_token": "last"}
+# Generation is the costly part on a shared 2-core CPU, so only the first prompts of each report set get it.
+GENERATED_HARMFUL = 12
+GENERATED_SAFE = 6
 SWEEP = [
     {"icv_token": "last", "site": "layer", "alpha": 4.0},
     {"icv_token": "answer-first", "site": "layer", "alpha": 4.0},
@@ -52,7 +55,7 @@ def prompt_splits(data: Path) -> dict[str, dict[str, list[str]]]:
     xstest = [row["prompt"] for row in read_jsonl(data / "xstest_prompts.jsonl") if row["label"] == "safe"]
     return {
         "sweep": {"harmful": advbench[:6] + harmfulqa[:6], "safe": xstest[:8]},
-        "report": {"harmful": advbench[100:112] + harmfulqa[300:312], "safe": xstest[100:116]},
+        "report": {"harmful": advbench[100:110] + harmfulqa[300:310], "safe": xstest[100:110]},
     }
 
 
@@ -84,8 +87,8 @@ def margins(model: Any, tokenizer: Any, prompts: dict[str, list[str]]) -> dict[s
 
 def generations(model: Any, tokenizer: Any, prompts: dict[str, list[str]]) -> dict[str, Any]:
     settings = GenerationSettings(max_new_tokens=48)
-    harmful = generate(model, tokenizer, prompts["harmful"][:20], settings, batch_size=10, progress=False)
-    safe = generate(model, tokenizer, prompts["safe"][:10], settings, batch_size=10, progress=False)
+    harmful = generate(model, tokenizer, prompts["harmful"][:GENERATED_HARMFUL], settings, batch_size=6, progress=False)
+    safe = generate(model, tokenizer, prompts["safe"][:GENERATED_SAFE], settings, batch_size=6, progress=False)
     return {
         "keyword_asr": sum(not is_refusal(text) for text in harmful) / len(harmful),
         "xstest_safe_refusal": sum(is_refusal(text) for text in safe) / len(safe),
@@ -187,8 +190,6 @@ def main() -> None:
         results.get(f"report/{kind}/edited", lambda: evaluate_plain(model, tokenizer, prompts, edit_folder))
         results.get(f"report/{kind}/icv", lambda: evaluate_icv(model, tokenizer, region, chosen, prompts,
                                                                with_generation=True, edit_folder=edit_folder))
-        results.get(f"report/{kind}/icv-published", lambda: evaluate_icv(model, tokenizer, region, PUBLISHED, prompts,
-                                                                         with_generation=True, edit_folder=edit_folder))
         del model
 
         hdr_folder = repair(edited=edit_folder, icv=False, out=out / "safe" / kind / "hdr", overwrite=True, progress=False) \
