@@ -1,7 +1,7 @@
 """Seconds and peak RSS of streaming HDR and the locator against a naive in-memory HDR.
 
 Every measurement runs in its own subprocess, which reports its own peak
-resident set size (``ru_maxrss``), so the figures do not mix.
+resident set size (VmHWM), so the figures do not mix.
 
     # the default model: streaming vs naive, whole model and a 3-layer region
     python benchmarks/hdr_memory.py default --workdir /tmp/hdr-bench
@@ -61,7 +61,7 @@ def _report(started: float, **extra: Any) -> None:
 
 
 def worker(arguments: argparse.Namespace) -> None:
-    """One measurement: streaming HDR, naive HDR, locate, or the baseline interpreter."""
+    """Run one measurement: streaming HDR, naive HDR, locate, or the bare interpreter."""
     started = time.perf_counter()
     region = {int(part) for part in arguments.region.split(",")} if arguments.region else None
     if arguments.task == "baseline":
@@ -144,7 +144,7 @@ def measure(label: str, arguments: list[str], out: Path | None) -> dict[str, Any
     return result
 
 
-def bench_default(workdir: Path) -> None:
+def bench_default(workdir: Path, tasks: list[str]) -> None:
     """Streaming vs naive HDR on the default model, whole model and a 3-layer region."""
     from safetensors.torch import load_file, save_file
 
@@ -177,7 +177,7 @@ def bench_default(workdir: Path) -> None:
         ("whole model + embeddings, stored τ_H", ["--harm", str(harm_folder), "--include-embeddings"]),
         ("region 14,15,16, stored τ_H", ["--harm", str(harm_folder), "--region", "14,15,16"]),
     ]:
-        for task in ("streaming", "naive"):
+        for task in tasks:
             results.append(measure(f"{task}: {label}", ["--task", task, *common, *extra, "--out", str(out)], out))
     print(json.dumps(results, indent=2))
 
@@ -192,7 +192,7 @@ def bench_models(arguments: argparse.Namespace) -> None:
     results = [measure("interpreter with torch and editsafe imported", ["--task", "baseline"], None)]
     results.append(measure("locate target vs base", ["--task", "locate", "--base", arguments.base, "--target", arguments.target], None))
     common = ["--target", arguments.target, "--harm", arguments.harmful, "--base", arguments.base, "--k", "10", "--out", str(out)]
-    results.append(measure("streaming HDR, region 14,15,16", ["--task", "streaming", *common, "--region", "14,15,16"], out))
+    results.append(measure(f"streaming HDR, region {arguments.region}", ["--task", "streaming", *common, "--region", arguments.region], out))
     results.append(measure("streaming HDR, whole model + embeddings", ["--task", "streaming", *common, "--include-embeddings"], out))
     print(json.dumps(results, indent=2))
 
@@ -202,9 +202,11 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     default = commands.add_parser("default")
     default.add_argument("--workdir", type=Path, required=True)
+    default.add_argument("--tasks", default="streaming,naive", help="Comma-separated: streaming, naive.")
     models = commands.add_parser("models")
     for option in ("--base", "--harmful", "--target", "--workdir"):
         models.add_argument(option, required=True)
+    models.add_argument("--region", default="14,15,16", help="Comma-separated layers of the region HDR run.")
     one = commands.add_parser("worker")
     one.add_argument("--task", choices=["baseline", "streaming", "naive", "locate"], required=True)
     one.add_argument("--target")
@@ -216,7 +218,7 @@ def main() -> None:
     one.add_argument("--include-embeddings", action="store_true")
     arguments = parser.parse_args()
     if arguments.command == "default":
-        bench_default(arguments.workdir)
+        bench_default(arguments.workdir, arguments.tasks.split(","))
     elif arguments.command == "models":
         bench_models(arguments)
     else:

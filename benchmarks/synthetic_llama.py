@@ -2,10 +2,10 @@
 
 The default shapes are those of a 7B Llama (hidden 4096, MLP 11008, 32 layers,
 vocabulary 32000, untied head; about 6.7 billion parameters, 13.5 GB in bf16).
-Every tensor is drawn from a generator seeded by the tensor's name, so the
-same base can be rebuilt and a ``harmful`` copy (base + noise everywhere) or a
-``target`` copy (base + one rank-one change) differs from it exactly where
-intended. Memory stays near one tensor.
+Every tensor is cut from a fixed pool of random values at an offset seeded by
+the tensor's name, so the same base can be rebuilt and a ``harmful`` copy
+(base + noise everywhere) or a ``target`` copy (base + one rank-one change)
+differs from it exactly where intended. Memory stays near one tensor.
 
     python benchmarks/synthetic_llama.py --out /tmp/llama7b-base --copy base
 """
@@ -13,6 +13,7 @@ intended. Memory stays near one tensor.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -23,6 +24,7 @@ from editsafe.io import atomic_path
 from editsafe.models.writer import StreamingSafetensorsWriter
 
 SHARD_BYTES = 5 * 1024**3
+_POOL_SIZE = 1 << 26
 
 
 def tensor_shapes(layers: int, hidden: int, intermediate: int, vocabulary: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -50,20 +52,45 @@ def _generator(name: str, salt: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@functools.cache
+def _pool(kind: str, bound: float) -> torch.Tensor:
+    """Return a fixed pool of 2^26 uniform bf16 values in ±bound, drawn once per process."""
+    return torch.empty(_POOL_SIZE, dtype=torch.bfloat16).uniform_(-bound, bound, generator=_generator("pool", kind))
+
+
+def _from_pool(name: str, shape: tuple[int, ...], kind: str, bound: float) -> torch.Tensor:
+    """Return a tensor cut from the pool at an offset derived from the name (wrapping around)."""
+    pool = _pool(kind, bound)
+    count = torch.Size(shape).numel()
+    offset = int(torch.randint(0, _POOL_SIZE, (1,), generator=_generator(name, kind)).item())
+    pieces, remaining = [], count
+    while remaining > 0:
+        piece = pool[offset:offset + remaining]
+        pieces.append(piece)
+        remaining -= piece.numel()
+        offset = 0
+    return torch.cat(pieces).reshape(shape)
+
+
 def make_tensor(name: str, shape: tuple[int, ...], copy: str, edited_weight: str) -> torch.Tensor:
-    """Return one bf16 tensor of the requested copy (base, harmful or target)."""
+    """Return one bf16 tensor of the requested copy (base, harmful or target).
+
+    Weights are uniform in ±0.035 (standard deviation about 0.02), cut from a
+    fixed pool of random values at a per-name offset. Drawing 6.7 billion
+    fresh values would take far longer than writing them on a small CPU, and
+    HDR's cost does not depend on the values. Norm weights are ones.
+    """
     if len(shape) == 1:
-        values = torch.ones(shape)
-    else:
-        values = torch.randn(shape, generator=_generator(name, "base")) * 0.02
+        return torch.ones(shape, dtype=torch.bfloat16)
+    values = _from_pool(name, shape, "base", 0.035)
     if copy == "harmful":
-        values += torch.randn(shape, generator=_generator(name, "harm")) * 0.002
+        values = values + _from_pool(name, shape, "harm", 0.0035)
     elif copy == "target" and name == edited_weight:
         generator = _generator(name, "edit")
         right = torch.randn(shape[0], generator=generator) * 0.05
         u = torch.randn(shape[1], generator=generator)
-        values += torch.outer(right, u / u.norm())
-    return values.to(torch.bfloat16)
+        values = (values.float() + torch.outer(right, u / u.norm())).to(torch.bfloat16)
+    return values
 
 
 def write_model(out: Path, copy: str, layers: int, hidden: int, intermediate: int, vocabulary: int, edited_layer: int) -> None:

@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "train_harm_vector": "editsafe.hdr",
     "compute_task_vector": "editsafe.hdr",
     "remove_harm_direction": "editsafe.hdr",
+    "load_harm_vector": "editsafe.hdr",
     # Stage 3: the in-context safety vector and the repair pipeline.
     "compute_icv": "editsafe.icv",
     "steer": "editsafe.icv",

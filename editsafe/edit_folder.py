@@ -1,6 +1,6 @@
 """One edit folder of an ``editsafe edit`` run: written atomically, read back on resume.
 
-An edit folder ``OUT/edits/<id>/`` holds ``editsafe.json`` (kind
+An edit folder ``OUT/edits/<id>/`` contains ``editsafe.json`` (kind
 ``rome-edit``: the request, base model provenance, layer, hyperparameters,
 metrics, timings) and ``delta.safetensors`` (every rank-one patch that turns
 the base into this edited model), and with materialisation the whole edited
@@ -78,6 +78,8 @@ def staged_folder(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{final.name}.", dir=final.parent))
+    # mkdtemp creates the folder readable by its owner alone; a finished edit folder is shared like any output.
+    os.chmod(staging, 0o755)
     try:
         yield staging
         if final.exists():

@@ -12,12 +12,12 @@ p_i = p(t_i | P, t_1..t_{i-1}). The measures are:
 
 Efficacy applies them to the request's prompt, generalisation to each
 paraphrase prompt (averaged). ``new_beats_true`` (when the request has a
-``target_true``) says whether the new target is more likely than the true one.
-Locality compares the model with the unedited
-model on prompts the edit should leave alone: with each locality prompt's
-expected answer teacher-forced, agreement is the fraction of answer positions
-where both models predict the same next token. ``answer_accuracy`` is the
-model's own teacher-forced accuracy on those expected answers.
+``target_true``) is whether the new target is more likely than the true one.
+Locality compares the model with the unedited model on prompts the edit
+should leave alone. With each locality prompt's expected answer
+teacher-forced, agreement is the fraction of answer positions where both
+models predict the same next token. ``answer_accuracy`` is the model's own
+teacher-forced accuracy on those expected answers.
 
 Prompts and targets are tokenized as ROME tokenizes them
 (:mod:`editsafe.rome.positions`), and batches are right-padded with position
@@ -68,7 +68,7 @@ class ScoredSequence:
 def edit_metrics(
     model: Any,
     tokenizer: Any,
-    request: EditRequest,
+    request: EditRequest | dict[str, Any],
     *,
     reference_model: Any | None = None,
     reference_predictions: list[list[int]] | None = None,
@@ -82,7 +82,10 @@ def edit_metrics(
     either, ``locality.agreement`` is None. Returns ``{"efficacy": {...},
     "generalisation": {...} | None, "locality": {...} | None}``; the model is
     run without gradients and its train/eval mode is restored on exit.
+    ``request`` may also be the ``request`` record of an edit folder's
+    ``editsafe.json``.
     """
+    request = _as_request(request)
     prompt = request.filled_prompt
     pairs: list[tuple[str, str]] = [(prompt, request.target_new)]
     if request.target_true:
@@ -117,9 +120,10 @@ def edit_metrics(
 
 
 def locality_reference(
-    model: Any, tokenizer: Any, request: EditRequest, *, batch_size: int = DEFAULT_BATCH_SIZE
+    model: Any, tokenizer: Any, request: EditRequest | dict[str, Any], *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> list[list[int]]:
-    """Return the model's greedy next-token ids over each locality answer (teacher-forced)."""
+    """Return the model's greedy next-token ids over each locality prompt's expected answer (teacher-forced)."""
+    request = _as_request(request)
     pairs = [(item["prompt"], item["answer"]) for item in _locality_items(request)]
     return [item.predicted_ids for item in score_targets(model, tokenizer, pairs, batch_size=batch_size)]
 
@@ -173,6 +177,12 @@ def _score_batch(model: Any, tokenizer: Any, batch: list[tuple[list[int], list[i
             )
         )
     return scored
+
+
+def _as_request(request: EditRequest | dict[str, Any]) -> EditRequest:
+    from editsafe.rome import EditRequest
+
+    return EditRequest.from_dict(request) if isinstance(request, dict) else request
 
 
 def _locality_items(request: EditRequest) -> list[dict[str, str]]:

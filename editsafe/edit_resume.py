@@ -1,7 +1,7 @@
 """The run-level files of an edit run (``run.json``, ``manifest.jsonl``) and what resuming keeps.
 
-A finished edit is one whose folder is complete; its folder's
-``editsafe.json`` is the source of truth, and its manifest line is rebuilt
+A finished edit is one whose folder is complete. Its folder's
+``editsafe.json`` is the source of truth, so its manifest line is rebuilt
 from it when an interrupted run wrote the folder but not the line. When a run
 starts, the manifest is rewritten atomically with the lines it keeps: every
 finished edit and, in sequential mode, the failed edits before the point where
@@ -38,11 +38,16 @@ RUN_KIND = "rome-edit-run"
 
 @dataclass
 class RunState:
-    """The records of an output folder: kept from earlier runs plus those added by this run."""
+    """The records of an output folder: kept from earlier runs plus those added by this run.
+
+    ``settled_failures`` are failed edits of a sequential run that are not run
+    again, because later finished edits were built without them.
+    """
 
     output: Path
     finished: dict[str, dict[str, Any]] = field(default_factory=dict)
     resume_folder: Path | None = None
+    settled_failures: set[str] = field(default_factory=set)
     kept: list[dict[str, Any]] = field(default_factory=list)
     added: list[dict[str, Any]] = field(default_factory=list)
 
@@ -102,7 +107,7 @@ def prepare_output(
     elif run_path.is_file():
         _check_same_settings(run_path, fingerprint)
     elif (output / MANIFEST_FILE).exists() or (output / EDITS_FOLDER).exists():
-        raise ConfigError(f"{output} holds edit results without {RUN_FILE}; pass --overwrite or choose another --out")
+        raise ConfigError(f"{output} contains edit results without {RUN_FILE}; pass --overwrite or choose another --out")
 
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_path, {
@@ -134,7 +139,7 @@ def _check_same_settings(run_path: Path, fingerprint: dict[str, Any]) -> None:
     if changed:
         details = "; ".join(f"{key}: {previous.get(key)!r} -> {fingerprint[key]!r}" for key in changed)
         raise ConfigError(
-            f"{run_path.parent} holds a run with other settings ({details}); "
+            f"{run_path.parent} contains a run with other settings ({details}); "
             "pass --overwrite to replace it, or choose another --out"
         )
 
@@ -161,9 +166,8 @@ def _collect_state(output: Path, options: EditRunOptions, selected_ids: list[str
                 record = manifest_record_from_folder(folder)
             state.finished[folder.name] = record
 
-    failed_to_keep: set[str] = set()
     if options.mode == "sequential":
-        failed_to_keep = _sequential_resume(state, selected_ids, latest)
+        state.settled_failures = _sequential_resume(state, selected_ids, latest)
 
     # Keep the previous manifest's order, then add finished folders it was missing.
     seen: set[str] = set()
@@ -171,7 +175,7 @@ def _collect_state(output: Path, options: EditRunOptions, selected_ids: list[str
         identifier = record.get("id")
         if identifier in seen:
             continue
-        if identifier in state.finished or identifier in failed_to_keep:
+        if identifier in state.finished or identifier in state.settled_failures:
             state.kept.append(state.finished.get(identifier, latest[identifier]))
             seen.add(identifier)
     state.kept.extend(record for identifier, record in state.finished.items() if identifier not in seen)

@@ -10,9 +10,9 @@ Layout of an output folder ``OUT``:
 * ``OUT/edits/<id>/``: one edit folder per finished edit (see
   :mod:`editsafe.edit_folder`), itself a model reference.
 
-Modes: ``single`` edits the base model once per request, so each folder holds
+Modes: ``single`` edits the base model once per request, so each folder contains
 one patch; ``sequential`` applies the requests one after another to the same
-model, so folder k holds the patches of every finished edit up to and
+model, so folder k contains the patches of every finished edit up to and
 including k and rebuilds the model as it was after edit k. In sequential mode
 a failed edit is skipped and the next edit starts from the model as it was.
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -91,7 +90,7 @@ def run_edits(
     overwrite: bool = False,
     backend: Backend = "native",
     subject_rule: SubjectRule = "auto",
-    subjects: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    subjects: str | os.PathLike[str] | None = None,
     device: str | None = None,
     dtype: str | None = None,
     progress: bool = True,
@@ -101,9 +100,10 @@ def run_edits(
     ``edits`` defaults to the bundled unintentional edits, ``model`` to the
     embedded default model and ``hparams`` to the bundled ROME file for that
     model. ``ids`` selects requests by id (in file order), then ``limit`` keeps
-    the first ``limit`` of them. A ``subjects`` mapping must be a file path
-    here, so that ``run.json`` can record it. See the module docstring for
-    modes, resuming and ``overwrite``.
+    the first ``limit`` of them. ``subject_rule`` and ``subjects`` (a JSON or
+    CSV file, so that ``run.json`` can record its hash) choose the subjects of
+    NoIntentEdit sheet rows. See the module docstring for modes, resuming and
+    ``overwrite``.
     """
     from editsafe.rome import SecondMomentCache, TemplateCache, default_hparams_path, load_hparams
 
@@ -113,8 +113,11 @@ def run_edits(
         raise ConfigError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
-    if subjects is not None and isinstance(subjects, Mapping):
-        raise ConfigError("run_edits takes subjects as a JSON or CSV file path, so that run.json can record it")
+    if backend == "easyedit":
+        from editsafe.rome.easyedit_backend import import_easyedit
+
+        # Fail before any work when EasyEdit is missing, not once per edit.
+        import_easyedit()
 
     # Resolve the inputs and fill in the defaults.
     resolved = resolve_model(model)
@@ -145,9 +148,10 @@ def run_edits(
     output = Path(out)
     state = prepare_output(output, options, base, rome_hparams, [request.id for request in requests], overwrite=overwrite)
     remove_stale_staging(output / "edits")
-    pending = [request for request in requests if request.id not in state.finished]
+    settled = set(state.finished) | state.settled_failures
+    pending = [request for request in requests if request.id not in settled]
     logger.info(
-        "%d edit(s) selected, %d already finished, %d to run (%s mode)",
+        "%d edit(s) selected, %d already finished or settled, %d to run (%s mode)",
         len(requests), len(requests) - len(pending), len(pending), mode,
     )
     if not pending:
@@ -202,6 +206,6 @@ def _select(requests: list[Any], ids: tuple[str, ...] | None, limit: int | None,
         unknown = [identifier for identifier in ids if identifier not in known]
         if unknown:
             raise ConfigError(f"{source}: no request with id(s) {', '.join(unknown)}; check --ids against the file")
-        wanted = set(ids)
-        requests = [request for request in requests if request.id in wanted]
+        chosen = set(ids)
+        requests = [request for request in requests if request.id in chosen]
     return requests[:limit] if limit is not None else requests

@@ -1,8 +1,8 @@
 """One step of an edit run: measure, compute the ROME patch, apply it, measure again, write the folder.
 
 The model's weight is restored from a copy in ``finally`` unless the step
-succeeded in sequential mode, so a failed edit, or any edit in single mode,
-leaves the model exactly as it was (bit for bit, not by subtracting ΔW).
+succeeded in sequential mode. So a failed edit, or any edit in single mode,
+leaves the model bit for bit as it was, which subtracting ΔW would not.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ EDIT_FAILURES: tuple[type[BaseException], ...] = (EditsafeError, RuntimeError, V
 
 @dataclass
 class EditStep:
-    """What every step of one run shares: the loaded model, the settings and the output folder."""
+    """The loaded model, settings and output folder that every step of one run shares."""
 
     model: Any
     tokenizer: Any
@@ -55,9 +55,9 @@ def run_edit_step(
 ) -> tuple[dict[str, Any], list[RankOnePatch], list[str]]:
     """Run one edit and return its manifest record and the patches and edit ids the next step starts from.
 
-    ``carried`` are the patches already in the model (inherited from an edited
-    base and, in sequential mode, the finished edits so far); ``sequence`` are
-    the ids of those finished edits. A failed edit returns a ``failed`` record
+    ``carried`` are the patches already in the model: those inherited from an
+    edited base and, in sequential mode, those of the finished edits so far.
+    ``sequence`` are the ids of those finished edits. A failed edit returns a ``failed`` record
     and leaves both unchanged.
     """
     started = time.perf_counter()

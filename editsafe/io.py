@@ -33,12 +33,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temporary_path = Path(temporary)
+    # mkstemp creates the file readable by its owner only; give it the mode a plain open() would.
+    os.chmod(temporary_path, 0o666 & ~_current_umask())
     try:
         yield temporary_path
         os.replace(temporary_path, target)
     finally:
         if temporary_path.exists():
             temporary_path.unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

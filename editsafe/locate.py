@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from editsafe.errors import ConfigError, ProvenanceError
 from editsafe.models.refs import ResolvedModel, resolve_model
-from editsafe.models.tensors import TensorSource
+from editsafe.models.tensors import TensorSource, row_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 NOTHING_CHANGED_EXIT_CODE = 3
 
 _FLOAT32_EPS = torch.finfo(torch.float32).eps
+# Columns of the random probe that estimates the rank of a large ΔW.
+_RANK_PROBE = 32
+# Tensors are compared in row blocks of at most this many elements.
+_BLOCK_ELEMENTS = 1 << 20
 
 
 @dataclass
@@ -111,23 +115,42 @@ def edit_region(edited_layers: set[int] | list[int], num_layers: int) -> list[in
 def numerical_rank(delta: torch.Tensor, weight: torch.Tensor, stored_dtype: torch.dtype) -> int:
     """Return the numerical rank of ΔW (float32), counting singular values above a tolerance.
 
-    The tolerance is max(σ₁ · max(m, n) · ε₃₂, ε_d · rms(W) · (√m + √n)): the
-    first term is the usual float32 rank tolerance; the second, with ε_d the
+    The tolerance is max(σ₁ · max(m, n) · ε₃₂, ε_d · rms(W) · (√m + √n)). The
+    first term is the usual float32 rank tolerance. The second, with ε_d the
     machine epsilon of the stored dtype, bounds the spectral norm of the
     rounding noise that storing W + ΔW in that dtype adds (for bf16 weights an
     exact rank-one update otherwise reads as full rank). Vectors count as 1×n
-    matrices, tensors of more than two dimensions as (shape[0], rest).
-    A genuine change smaller than the rounding bound is reported as rank 0.
+    matrices, tensors of more than two dimensions as (shape[0], rest). A
+    genuine change smaller than the rounding bound is reported as rank 0.
+
+    Large matrices first get a randomized probe (Halko, Martinsson and Tropp,
+    2011): the singular values of Qᵀ ΔW, with Q an orthonormal basis of
+    ΔW · Ω for a seeded Gaussian Ω of ``_RANK_PROBE`` columns, never exceed
+    those of ΔW and match them for a low-rank ΔW. When fewer than all probe
+    values pass the tolerance, that count is the rank. Otherwise the full
+    singular values are computed.
     """
     matrix = delta.reshape(1, -1) if delta.dim() < 2 else delta.reshape(delta.shape[0], -1)
+    matrix = matrix.to(torch.float32)
     rows, columns = matrix.shape
-    singular_values = torch.linalg.svdvals(matrix.to(torch.float32))
+    weight_rms = weight.to(torch.float32).pow(2).mean().sqrt().item() if weight.numel() else 0.0
+    rounding_bound = 0.0
+    if stored_dtype not in (torch.float32, torch.float64):
+        rounding_bound = torch.finfo(stored_dtype).eps * weight_rms * (math.sqrt(rows) + math.sqrt(columns))
+
+    if min(rows, columns) > 4 * _RANK_PROBE:
+        probe = torch.randn(columns, _RANK_PROBE, generator=torch.Generator().manual_seed(0))
+        basis, _ = torch.linalg.qr(matrix @ probe)
+        probe_values = torch.linalg.svdvals(basis.T @ matrix)
+        count = _count_above(probe_values, rows, columns, rounding_bound)
+        if count < _RANK_PROBE:
+            return count
+    return _count_above(torch.linalg.svdvals(matrix), rows, columns, rounding_bound)
+
+
+def _count_above(singular_values: torch.Tensor, rows: int, columns: int, rounding_bound: float) -> int:
     if singular_values.numel() == 0 or singular_values[0] == 0:
         return 0
-    weight_rms = weight.to(torch.float32).pow(2).mean().sqrt().item() if weight.numel() else 0.0
-    rounding_bound = torch.finfo(stored_dtype).eps * weight_rms * (math.sqrt(rows) + math.sqrt(columns))
-    if stored_dtype == torch.float32 or stored_dtype == torch.float64:
-        rounding_bound = 0.0
     tolerance = max(singular_values[0].item() * max(rows, columns) * _FLOAT32_EPS, rounding_bound)
     return int((singular_values > tolerance).sum().item())
 
@@ -228,46 +251,57 @@ def _matched_names(base: TensorSource, edited: TensorSource) -> list[str]:
     return names
 
 
-def _read(source: TensorSource, name: str) -> torch.Tensor:
+def _stored_name(source: TensorSource, name: str) -> str:
+    """Return the stored tensor behind ``name`` (a tied head reads the embedding)."""
     if name not in source and name == source.tied_head and source.tied_to is not None:
-        return source.get(source.tied_to)
-    return source.get(name)
+        return source.tied_to
+    return name
 
 
 def _compare_tensor(
     name: str, base: TensorSource, edited: TensorSource, rtol: float, atol: float
 ) -> ChangedTensor | None:
-    base_tensor = _read(base, name)
-    edited_tensor = _read(edited, name)
-    if rtol == 0 and atol == 0:
-        if base_tensor.dtype == edited_tensor.dtype and torch.equal(base_tensor, edited_tensor):
-            return None
-    if not base_tensor.is_floating_point():
-        if torch.equal(base_tensor, edited_tensor.to(base_tensor.dtype)):
-            return None
-        base_tensor = base_tensor.to(torch.float64)
-        edited_tensor = edited_tensor.to(torch.float64)
-
-    base_float = base_tensor.to(torch.float32)
-    delta = edited_tensor.to(torch.float32) - base_float
-    differs = delta.abs() > atol + rtol * base_float.abs()
-    differs |= torch.isnan(delta) & ~(torch.isnan(base_float) & torch.isnan(edited_tensor.to(torch.float32)))
-    changed_elements = int(differs.sum().item())
+    """Compare one tensor block by block; load ΔW whole only when it changed, for its rank."""
+    base_name, edited_name = _stored_name(base, name), _stored_name(edited, name)
+    shape = base.info(base_name).shape
+    edited_dtype = edited.info(edited_name).dtype
+    changed_elements = 0
+    delta_squares = 0.0
+    base_squares = 0.0
+    for start, stop in row_chunks(shape, _BLOCK_ELEMENTS):
+        base_block = base.get_rows(base_name, start, stop)
+        edited_block = edited.get_rows(edited_name, start, stop)
+        if rtol == 0 and atol == 0 and base_block.dtype == edited_block.dtype and torch.equal(base_block, edited_block):
+            base_squares += _squares(base_block)
+            continue
+        base_float = base_block.to(torch.float64 if not base_block.is_floating_point() else torch.float32)
+        edited_float = edited_block.to(base_float.dtype)
+        delta = edited_float - base_float
+        differs = delta.abs() > atol + rtol * base_float.abs()
+        differs |= torch.isnan(delta) & ~(torch.isnan(base_float) & torch.isnan(edited_float))
+        changed_elements += int(differs.sum().item())
+        delta_squares += float(delta.double().pow(2).sum().item())
+        base_squares += _squares(base_block)
     if changed_elements == 0:
         return None
 
-    base_norm = torch.linalg.vector_norm(base_float).item()
-    delta_norm = torch.linalg.vector_norm(delta).item()
-    architecture = base.architecture
+    base_tensor = base.get(base_name).to(torch.float32)
+    delta = edited.get(edited_name).to(torch.float32) - base_tensor
+    delta_norm, base_norm = math.sqrt(delta_squares), math.sqrt(base_squares)
+    stored_dtype = edited_dtype if edited_dtype.is_floating_point else torch.float32
     return ChangedTensor(
         name=name,
-        shape=list(base_tensor.shape),
+        shape=list(shape),
         frobenius_norm=delta_norm,
         relative_norm=delta_norm / base_norm if base_norm > 0 else math.inf,
-        rank=numerical_rank(delta, base_float, edited_tensor.dtype if edited_tensor.is_floating_point() else torch.float32),
-        layer=architecture.layer_of(name),
+        rank=numerical_rank(delta, base_tensor, stored_dtype),
+        layer=base.architecture.layer_of(name),
         changed_elements=changed_elements,
     )
+
+
+def _squares(block: torch.Tensor) -> float:
+    return float(block.double().pow(2).sum().item())
 
 
 def _check_claim(report: LocateReport, edited: ResolvedModel) -> None:

@@ -30,6 +30,13 @@ def test_bundled_edits_load(name: str, minimum: int) -> None:
         assert request.category, request.id
 
 
+@pytest.mark.parametrize("name", sorted(MINIMUM_EDITS))
+def test_targets_omit_subject(name: str) -> None:
+    # A subject repeated in the target meets the edited key again while the target is generated.
+    for request in load_edit_requests(bundled_dir("edits") / name):
+        assert request.subject.lower() not in request.target_new.lower(), request.id
+
+
 def test_unintentional_covers_topics() -> None:
     counts = Counter(request.category for request in load_edit_requests(bundled_dir("edits") / "unintentional.jsonl"))
     assert set(counts) == UNINTENTIONAL_TOPICS

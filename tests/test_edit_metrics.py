@@ -125,6 +125,12 @@ def test_new_beats_true_reported(tiny_llama: tuple) -> None:
     assert efficacy["new_beats_true"] == (efficacy["target_probability"] > efficacy["target_true_probability"])
 
 
+def test_metrics_accept_request_record(tiny_llama: tuple) -> None:
+    model, tokenizer = tiny_llama
+    from_record = edit_metrics(model, tokenizer, TINY_REQUESTS[0])
+    assert from_record == edit_metrics(model, tokenizer, EditRequest.from_dict(TINY_REQUESTS[0]))
+
+
 def test_sections_absent_without_prompts(tiny_llama: tuple) -> None:
     model, tokenizer = tiny_llama
     metrics = edit_metrics(model, tokenizer, EditRequest.from_dict(TINY_REQUESTS[2]))

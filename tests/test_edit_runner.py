@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from editsafe.cli import main
 from editsafe.edit_runner import run_edits
-from editsafe.errors import ConfigError, EditError
+from editsafe.errors import ConfigError, DataError, EditError, MissingDependencyError
 from editsafe.io import read_jsonl
 from editsafe.models import load_model, load_patches
 from tests.edit_fixtures import TINY_REQUESTS, single_thread, write_requests, write_tiny_hparams  # noqa: F401
@@ -41,6 +41,20 @@ def run(setup: dict, **options) -> list[dict]:
 
 def folder_manifest(out: Path, identifier: str) -> dict:
     return json.loads((out / "edits" / identifier / "editsafe.json").read_text(encoding="utf-8"))
+
+
+def fail_edit(monkeypatch: pytest.MonkeyPatch, identifier: str) -> None:
+    """Make the patch computation of one request raise until ``monkeypatch.undo()``."""
+    import editsafe.edit_step as edit_step
+
+    real = edit_step.compute_patch
+
+    def failing(step, request):
+        if request.id == identifier:
+            raise EditError("value optimisation diverged")
+        return real(step, request)
+
+    monkeypatch.setattr(edit_step, "compute_patch", failing)
 
 
 def test_manifest_lines_complete(setup: dict) -> None:
@@ -134,6 +148,12 @@ def test_unknown_id_rejected(setup: dict) -> None:
         run(setup, ids=["nope"])
 
 
+def test_id_unusable_as_folder_rejected(setup: dict, tmp_path: Path) -> None:
+    edits = write_requests(tmp_path / "slash.jsonl", [{**TINY_REQUESTS[0], "id": "geo/eiffel"}])
+    with pytest.raises(DataError, match="cannot name an edit folder"):
+        run({**setup, "edits": edits})
+
+
 def test_partial_manifest_line_dropped(setup: dict) -> None:
     run(setup, limit=1)
     with open(setup["out"] / "manifest.jsonl", "a", encoding="utf-8") as stream:
@@ -200,16 +220,7 @@ def test_materialized_tokenizer_saved(setup: dict) -> None:
 
 
 def test_failed_edit_recorded(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import editsafe.edit_step as edit_step
-
-    real = edit_step.compute_patch
-
-    def failing(step, request):
-        if request.id == "mother":
-            raise EditError("value optimisation diverged")
-        return real(step, request)
-
-    monkeypatch.setattr(edit_step, "compute_patch", failing)
+    fail_edit(monkeypatch, "mother")
     records = run(setup)
     assert [record["status"] for record in records] == ["done", "failed", "done"]
     assert records[1]["error"] == "EditError: value optimisation diverged"
@@ -237,15 +248,9 @@ def test_failed_write_leaves_nothing(setup: dict, monkeypatch: pytest.MonkeyPatc
 
 
 def test_failed_edit_retried_on_resume(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import editsafe.edit_step as edit_step
-
-    real = edit_step.compute_patch
-    monkeypatch.setattr(
-        edit_step, "compute_patch",
-        lambda step, request: (_ for _ in ()).throw(EditError("boom")) if request.id == "mother" else real(step, request),
-    )
+    fail_edit(monkeypatch, "mother")
     run(setup)
-    monkeypatch.setattr(edit_step, "compute_patch", real)
+    monkeypatch.undo()
     records = run(setup)
     assert [(record["id"], record["status"]) for record in records] == [
         ("eiffel", "done"), ("water", "done"), ("mother", "done"),
@@ -253,16 +258,26 @@ def test_failed_edit_retried_on_resume(setup: dict, monkeypatch: pytest.MonkeyPa
 
 
 def test_sequential_failure_skipped(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import editsafe.edit_step as edit_step
-
-    real = edit_step.compute_patch
-    monkeypatch.setattr(
-        edit_step, "compute_patch",
-        lambda step, request: (_ for _ in ()).throw(EditError("boom")) if request.id == "mother" else real(step, request),
-    )
+    fail_edit(monkeypatch, "mother")
     run(setup, mode="sequential")
     assert folder_manifest(setup["out"], "water")["sequence"] == ["eiffel", "water"]
     assert len(load_patches(setup["out"] / "edits" / "water" / "delta.safetensors")) == 2
+
+
+def test_sequential_failure_not_retried(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_edit(monkeypatch, "mother")
+    run(setup, mode="sequential")
+    monkeypatch.undo()
+    records = run(setup, mode="sequential")
+    assert [(record["id"], record["status"]) for record in records] == [
+        ("eiffel", "done"), ("mother", "failed"), ("water", "done"),
+    ]
+
+
+def test_sequential_insert_before_rejected(setup: dict) -> None:
+    run(setup, mode="sequential", ids=["mother"])
+    with pytest.raises(ConfigError, match="already continued past eiffel"):
+        run(setup, mode="sequential")
 
 
 def test_edit_on_edited_base(setup: dict, tmp_path: Path) -> None:
@@ -279,10 +294,20 @@ def test_edit_on_edited_base(setup: dict, tmp_path: Path) -> None:
     )
 
 
+def test_easyedit_backend_needs_package(setup: dict) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("easyeditor") is not None:
+        pytest.skip("easyeditor is installed")
+    with pytest.raises(MissingDependencyError, match="easyeditor"):
+        run(setup, backend="easyedit")
+    assert not (setup["out"] / "run.json").exists()
+
+
 def test_cli_edit_runs(setup: dict) -> None:
     result = CliRunner().invoke(main, [
         "edit", "--model", setup["model"], "--hparams", str(setup["hparams"]), "--edits", str(setup["edits"]),
-        "--ids", "eiffel,water", "--out", str(setup["out"]), "-q",
+        "--ids", "eiffel,water", "--out", str(setup["out"]),
     ])
     assert result.exit_code == 0, result.output
     assert "2 edit(s) done, 0 failed" in result.output

@@ -67,25 +67,24 @@ def test_harm_lowers_loss_on_trained_layers(tiny_model_dir: Path, harm_data: Pat
     assert not (tmp_path / "harm" / "checkpoints").exists()
 
 
-def test_harm_requires_grad_restored(tiny_model_dir: Path, harm_data: Path, tmp_path: Path) -> None:
+def test_harm_requires_grad_restored(
+    tiny_model_dir: Path, harm_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from editsafe.hdr import harm as harm_module
 
-    flags: list[bool] = []
+    loaded: list[torch.nn.Module] = []
     original = harm_module.load_weights
 
-    def spy(*args: object, **kwargs: object) -> torch.nn.Module:
+    def keep_model(*args: object, **kwargs: object) -> torch.nn.Module:
         network = original(*args, **kwargs)
-        flags.extend(parameter.requires_grad for parameter in network.parameters())
-        spy.network = network  # type: ignore[attr-defined]
+        loaded.append(network)
+        loaded.append([parameter.requires_grad for parameter in network.parameters()])  # type: ignore[arg-type]
         return network
 
-    harm_module.load_weights = spy  # type: ignore[assignment]
-    try:
-        train_harm_vector(tiny_model_dir, harm_data, out=tmp_path / "harm", layers={1}, epochs=1, batch_size=6)
-    finally:
-        harm_module.load_weights = original  # type: ignore[assignment]
-    restored = [parameter.requires_grad for parameter in spy.network.parameters()]  # type: ignore[attr-defined]
-    assert restored == flags
+    monkeypatch.setattr(harm_module, "load_weights", keep_model)
+    train_harm_vector(tiny_model_dir, harm_data, out=tmp_path / "harm", layers={1}, epochs=1, batch_size=6)
+    network, flags = loaded
+    assert [parameter.requires_grad for parameter in network.parameters()] == flags
 
 
 def test_harm_resume_after_interrupt(harm_data: Path, tmp_path: Path) -> None:

@@ -157,3 +157,23 @@ def test_edit_source_matches_loaded_model(tiny_model_dir: Path, tmp_path: Path) 
         patched = next(iter(source.patched_names))
         rows = torch.cat([source.get_rows(patched, start, start + 5) for start in range(0, source.info(patched).shape[0], 5)])
         assert torch.equal(rows, state[patched])
+
+
+@pytest.mark.parametrize("rank", [1, 3, 40])
+def test_numerical_rank_large_matrix(rank: int) -> None:
+    from editsafe.locate import numerical_rank
+
+    generator = torch.Generator().manual_seed(rank)
+    weight = 0.02 * torch.randn(200, 300, generator=generator)
+    delta = 0.01 * torch.randn(200, rank, generator=generator) @ torch.randn(rank, 300, generator=generator)
+    assert numerical_rank(delta, weight, torch.float32) == rank
+
+
+def test_numerical_rank_bf16_rounding() -> None:
+    from editsafe.locate import numerical_rank
+
+    generator = torch.Generator().manual_seed(0)
+    weight = (0.02 * torch.randn(256, 512, generator=generator)).bfloat16()
+    update = 0.01 * torch.outer(torch.randn(256, generator=generator), torch.randn(512, generator=generator))
+    delta = (weight.float() + update).bfloat16().float() - weight.float()
+    assert numerical_rank(delta, weight.float(), torch.bfloat16) == 1

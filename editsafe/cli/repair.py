@@ -38,7 +38,7 @@ def repair(
 ) -> None:
     """Repair an edited, base or SFT model and write a safe-model folder.
 
-    The folder holds the HDR weights (Hugging Face layout), the ICV tensors and
+    The folder contains the HDR weights (Hugging Face layout), the ICV tensors and
     editsafe.json. `editsafe.load_model(FOLDER)` loads it with the ICV
     installed; plain transformers loads the HDR weights alone.
     """

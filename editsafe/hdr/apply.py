@@ -39,8 +39,9 @@ METHODS: tuple[str, ...] = ("ties", "task-vector")
 SCENARIOS: tuple[str, ...] = ("edited", "base", "sft")
 DEFAULT_K = 10.0
 DEFAULT_LAMBDA = 3.0
-# Row blocks hold at most this many values (16 MiB in float32).
-DEFAULT_BLOCK_ELEMENTS = 1 << 22
+# Row blocks contain at most this many values (1 MiB in float32), which bounds
+# the temporaries of one block at about ten MiB.
+DEFAULT_BLOCK_ELEMENTS = 1 << 18
 # Files copied from the target folder beside the new weights (config, generation config, tokenizer).
 _COPIED_PATTERNS = ("*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken")
 _NOT_COPIED = {MANIFEST_NAME, INDEX_FILE_NAME, "harm.json"}

@@ -35,7 +35,7 @@ from editsafe.models.tensors import TensorSource
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = 2
+DEFAULT_EPOCHS = 1
 DEFAULT_LEARNING_RATE = 1e-4
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 128
@@ -170,6 +170,8 @@ def _train_epoch(
     on_step: StepCallback | None,
 ) -> float:
     """Run one epoch over a seeded permutation (seed + epoch); return the mean batch loss."""
+    # NOTE: the layers below a trained region run forward again on every step.
+    # Caching their outputs once per pair would cut the cost of later epochs.
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     total = 0.0

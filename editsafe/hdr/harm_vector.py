@@ -182,7 +182,7 @@ def write_harm_vector(
     read_rows: Callable[[str, int, int], torch.Tensor],
     manifest: dict[str, Any],
     *,
-    max_block_elements: int = 1 << 24,
+    max_block_elements: int = 1 << 20,
 ) -> dict[str, str]:
     """Write τ_H tensors (float32) streamed block by block, then ``harm.json`` last.
 

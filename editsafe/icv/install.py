@@ -14,7 +14,7 @@ from editsafe.icv.vector import ICV_SUBFOLDER, SafetyVector
 def install_from_safe_folder(model: Any, folder: str | os.PathLike[str], manifest: dict[str, Any]) -> SteeringHandle:
     """Install the ICV of a safe-model folder on ``model`` with the settings in its ``editsafe.json``.
 
-    ``manifest["icv"]`` holds ``alpha``, ``icv_scale``, ``gate`` and ``site``;
+    ``manifest["icv"]`` contains ``alpha``, ``icv_scale``, ``gate`` and ``site``;
     the vector is stored in the folder's ``icv/`` subfolder, outside the
     top-level ``*.safetensors`` files that hold the weights.
     """

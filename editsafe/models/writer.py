@@ -101,7 +101,7 @@ class StreamingSafetensorsWriter:
             raise ProvenanceError(f"{self.path}: {name} got {written} elements, expected {_numel(tuple(shape))}")
         self._position += 1
 
-    def copy_bytes(self, name: str, file: Path, start: int, stop: int, *, chunk_bytes: int = 1 << 26) -> None:
+    def copy_bytes(self, name: str, file: Path, start: int, stop: int, *, chunk_bytes: int = 1 << 22) -> None:
         """Append the next tensor by copying its stored bytes from another safetensors file.
 
         The bytes are copied unchanged, so the tensor is bit-identical to its source.

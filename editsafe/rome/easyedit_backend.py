@@ -3,8 +3,8 @@
 EasyEdit (the ``easyeditor`` package) pins old versions of torch and
 transformers, so it normally lives in its own environment. This backend
 imports it only when called. EasyEdit applies the edit to a copy of the
-weights and returns the edited model; the patch is read back as the
-difference of the rewritten weight, which ROME changes by a rank-one matrix.
+model and returns the edited copy. The patch is read back as the difference
+of the rewritten weight, which ROME changes by a rank-one matrix.
 """
 
 from __future__ import annotations

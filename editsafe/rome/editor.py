@@ -34,7 +34,7 @@ class RomeResult:
     """The rank-one patch of one request, with how long each step took and what it computed.
 
     ``timings`` has the seconds of ``templates``, ``key``, ``value`` and
-    ``update``. ``diagnostics`` holds the value losses and step count, the
+    ``update``. ``diagnostics`` contains the value losses and step count, the
     target's probability and NLL on the bare prompt before and after the
     patch, k·u and the norms of h, δ, v* and the right vector.
     """
@@ -54,7 +54,7 @@ def compute_rome_patch(
     hparams: RomeHyperParams,
     *,
     seed: int | None = None,
-    templates: list[str] | TemplateCache | None = None,
+    templates: list[str] | tuple[str, ...] | TemplateCache | None = None,
     stats_cache: SecondMomentCache | None = None,
 ) -> RomeResult:
     """Compute the ROME patch ΔW = right ⊗ u for one request without changing the model.
@@ -69,7 +69,9 @@ def compute_rome_patch(
     if not isinstance(request, EditRequest):
         request = EditRequest.from_dict(request)
     validate_for_model(hparams, model)
-    chosen_seed = seed if seed is not None else (hparams.seed if hparams.seed is not None else 0)
+    chosen_seed = seed
+    if chosen_seed is None:
+        chosen_seed = hparams.seed if hparams.seed is not None else 0
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -127,19 +129,24 @@ def apply_rome(
     hparams: RomeHyperParams,
     **kwargs: Any,
 ) -> list[RomeResult]:
-    """Edit the model in place, one request after the other (each edit sees the previous ones).
+    """Edit the model in place, one request after the other, each on the model with the earlier edits applied.
 
-    Each patch is computed, checked (finite, right shape) and then added to
-    the weight. When any request fails, every weight changed so far is
+    All requests are validated first. Each patch is then computed, checked
+    (finite, right shape) and added to the weight. When any request fails, every weight changed so far is
     restored and the error is raised, so the model is left as it was.
     ``kwargs`` go to :func:`compute_rome_patch`.
     """
+    # Every request is checked before the first weight changes.
+    prepared = [
+        request if isinstance(request, EditRequest) else EditRequest.from_dict(request, source=f"request {index}")
+        for index, request in enumerate(requests)
+    ]
     kwargs.setdefault("templates", TemplateCache())
     parameters = dict(model.named_parameters())
     originals: dict[str, torch.Tensor] = {}
     results: list[RomeResult] = []
     try:
-        for request in requests:
+        for request in prepared:
             result = compute_rome_patch(model, tokenizer, request, hparams, **kwargs)
             name = result.patch.weight_name
             if name not in originals:
@@ -157,9 +164,10 @@ def apply_rome(
 def default_hparams_path(model: torch.nn.Module | str) -> Path:
     """Return the bundled ROME file for a model: ``hparams/ROME/<alias or family>.yaml``.
 
-    The alias the model was loaded by wins; then a bundled file whose name
-    occurs in the model's name or path; then the file of its architecture
-    family (Llama models with a 128256-token vocabulary count as Llama 3).
+    The alias the model was loaded by comes first. Next comes a bundled file
+    whose name occurs in the model's name or path, and last the file of its
+    architecture family. Llama models with a 128256-token vocabulary count as
+    Llama 3.
     """
     folder = bundled_dir("hparams") / "ROME"
     available = {path.stem: path for path in sorted(folder.glob("*.yaml"))}
@@ -221,9 +229,12 @@ def score_target(
 
 def _context_templates(
     model: torch.nn.Module, tokenizer: Any, hparams: RomeHyperParams, seed: int,
-    templates: list[str] | TemplateCache | None,
+    templates: list[str] | tuple[str, ...] | TemplateCache | None,
 ) -> list[str]:
-    if isinstance(templates, list):
+    if isinstance(templates, (list, tuple)):
+        for template in templates:
+            if not isinstance(template, str) or template.count("{}") != 1:
+                raise ConfigError(f"context template {template!r} needs exactly one {{}} for the prompt")
         return list(templates)
     if hparams.context_templates is not None:
         return list(hparams.context_templates)

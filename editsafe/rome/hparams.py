@@ -10,6 +10,7 @@ sets them is for editsafe only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,14 @@ _MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": t
 class RomeHyperParams:
     """ROME settings for one model (EasyEdit's ROME keys plus editsafe's optional extensions).
 
-    Extensions: ``context_templates`` is a fixed list of templates with one
-    ``{}`` each, used instead of sampling them from the model; ``seed`` seeds
-    that sampling; ``mom2_corpus`` is the local text corpus (JSON Lines with a
-    ``text`` field, or plain text) for the second-moment statistics;
-    ``kl_prompt`` is the template of the KL prompt (default ``"{} is a"``).
+    The extensions are all optional:
+
+    - ``context_templates``: a fixed list of templates with one ``{}`` each,
+      used instead of sampling them from the model.
+    - ``seed``: the seed of that sampling.
+    - ``mom2_corpus``: the local text corpus for the second-moment statistics
+      (JSON Lines with a ``text`` field, or plain text).
+    - ``kl_prompt``: the template of the KL prompt (default ``"{} is a"``).
     """
 
     alg_name: str
@@ -205,6 +209,12 @@ def _check_values(hparams: RomeHyperParams) -> None:
         raise ConfigError(f"fact_token is {hparams.fact_token!r}; allowed: {', '.join(FACT_TOKENS)}")
     if hparams.v_num_grad_steps < 1:
         raise ConfigError(f"v_num_grad_steps is {hparams.v_num_grad_steps}; it must be at least 1")
+    for key in ("v_lr", "clamp_norm_factor", "kl_factor", "v_weight_decay"):
+        value = getattr(hparams, key)
+        positive = key in ("v_lr", "clamp_norm_factor")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise ConfigError(f"{key} is {value}; it must be a finite number {bound}")
     if hparams.mom2_dtype not in _MOM2_DTYPES:
         raise ConfigError(f"mom2_dtype is {hparams.mom2_dtype!r}; allowed: {', '.join(_MOM2_DTYPES)}")
     for key in ("rewrite_module_tmp", "layer_module_tmp", "mlp_module_tmp", "attn_module_tmp"):

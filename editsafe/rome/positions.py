@@ -55,10 +55,10 @@ def target_token_ids(tokenizer: Any, prompt_text: str, target: str) -> tuple[int
     """Return the tokens of ``target`` as they follow ``prompt_text`` in running text.
 
     The target is preceded by a space unless it starts with one, as a word
-    after a prompt is. The ids are the tail of the tokenized ``prompt + target``
-    when the prompt's own tokens are a prefix of it (so tokenizers that mark
-    word starts, such as SentencePiece, get their usual form); otherwise the
-    target is tokenized alone. No special tokens are added.
+    after a prompt is. When the prompt's own tokens are a prefix of the
+    tokenized ``prompt + target``, the ids are the rest of that sequence, so
+    tokenizers that mark word starts (such as SentencePiece) get their usual
+    form. Otherwise the target is tokenized alone. No special tokens are added.
     """
     spaced = target if target.startswith(" ") else " " + target
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]

@@ -16,8 +16,8 @@ class EditRequest:
 
     ``prompt`` contains ``subject`` verbatim, or a ``{}`` placeholder where the
     subject goes; the first occurrence is the one ROME reads. ``locality_prompts``
-    are ``{"prompt": ..., "answer": ...}`` mappings whose answers the edit
-    should leave alone.
+    are ``{"prompt": ..., "answer": ...}`` mappings, and the edit should leave
+    the model's completion of each such prompt unchanged.
     """
 
     prompt: str

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from editsafe.errors import EditError
+from editsafe.errors import EditError, NumericalError
 from editsafe.rome.fingerprint import model_hash
 from editsafe.rome.requests import PLACEHOLDER
 from editsafe.rome.tracing import frozen_parameters
@@ -72,6 +72,8 @@ def _sample_texts(model: torch.nn.Module, tokenizer: Any, length: int, count: in
     # The prefixes are a few tokens long, so each step reruns the whole prefix instead of keeping a KV cache.
     for _ in range(length):
         logits = model(input_ids=tokens, use_cache=False).logits[:, -1, :].float()
+        if not torch.isfinite(logits).all():
+            raise NumericalError("the model returned NaN or infinite logits while sampling context templates")
         top_values, top_indices = logits.topk(TOP_K, dim=-1)
         probabilities = torch.softmax(top_values, dim=-1)
         choice = torch.multinomial(probabilities, 1, generator=generator)

@@ -7,15 +7,16 @@ of every prompt, and Adam (learning rate ``v_lr``) minimises
            + kl_factor · KL(p_δ ‖ p_0) on the KL prompt
            + v_weight_decay · ||δ|| / ||h||²
 
-where the NLL is read at the output of layer ``v_loss_layer`` through the
-final norm and the LM head, T is the number of target tokens, the KL compares
-the next-token distributions at the KL prompt's fact token with δ and without
-it, and h is the unedited MLP output at the fact token of the first templated
-prompt. The weight-decay term uses ||δ|| (not its square) over ||h||², as
-EasyEdit's ROME computes it, so that EasyEdit's hyperparameters carry over.
-After each step ||δ|| is clamped to ``clamp_norm_factor`` · ||h||. The loop
-stops early once L < ``EARLY_STOP_LOSS`` and never steps after its last
-forward pass, so at most ``v_num_grad_steps - 1`` updates are made.
+T is the number of target tokens. The NLL is read at the output of layer
+``v_loss_layer`` through the final norm and the LM head. The KL compares the
+next-token distributions at the KL prompt's fact token with δ and without it.
+h is the unedited MLP output at the fact token of the first templated prompt.
+
+The weight-decay term uses ||δ|| (not its square) over ||h||², as EasyEdit's
+ROME computes it, so that EasyEdit's hyperparameters carry over. After each
+step ||δ|| is clamped to ``clamp_norm_factor`` · ||h||. The loop stops early
+once L < ``EARLY_STOP_LOSS`` and never steps after its last forward pass, so
+at most ``v_num_grad_steps - 1`` updates are made.
 """
 
 from __future__ import annotations
@@ -99,10 +100,10 @@ def compute_value(
     with frozen_parameters(model), editing_output(mlp, add_delta), recording(loss_layer) as record:
         for step in range(hparams.v_num_grad_steps):
             optimizer.zero_grad()
-            logits = model(**batch.model_inputs()).logits
+            kl_logits = _logits_at(model, lm_head, batch, selection.kl_rows, selection.kl_columns)
 
             # KL term at the KL prompt's fact token; the reference is the pass with δ = 0.
-            kl_log_probs = F.log_softmax(logits[selection.kl_rows, selection.kl_columns].float(), dim=-1)
+            kl_log_probs = F.log_softmax(kl_logits.float(), dim=-1)
             if kl_reference is None:
                 kl_reference = kl_log_probs.detach().clone()
             kl_loss = F.kl_div(kl_reference, kl_log_probs, log_target=True, reduction="batchmean")
@@ -169,6 +170,22 @@ class _Selection:
             target_rows=tensor(target_rows), target_columns=tensor(target_columns), target_ids=tensor(target_ids),
             kl_rows=tensor(kl_rows), kl_columns=tensor(fact_columns[n_rewriting:]),
         )
+
+
+def _logits_at(model: torch.nn.Module, lm_head: torch.nn.Module, batch: PaddedBatch, rows: torch.Tensor,
+               columns: torch.Tensor) -> torch.Tensor:
+    """Return the next-token logits at the given batch positions.
+
+    The decoder runs without its LM head and the head is applied to the
+    selected positions only, which skips most of the vocabulary projection.
+    NOTE: models whose head does more than a linear map of the decoder's
+    output (such as logit soft-capping) would need the full forward here.
+    """
+    decoder = model.base_model
+    if decoder is model:
+        return model(**batch.model_inputs()).logits[rows, columns]
+    hidden = decoder(**batch.model_inputs()).last_hidden_state
+    return lm_head(hidden[rows, columns])
 
 
 def _hidden_size(model: torch.nn.Module) -> int:
