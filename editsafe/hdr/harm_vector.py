@@ -22,6 +22,7 @@ import torch
 
 from editsafe.errors import ModelReferenceError, ProvenanceError
 from editsafe.io import atomic_path, write_json_atomic
+from editsafe.models.refs import ResolvedModel
 from editsafe.models.safetensors_file import SafetensorsReader
 from editsafe.models.tensors import TensorSource, row_chunks
 from editsafe.models.writer import StreamingSafetensorsWriter
@@ -147,6 +148,15 @@ class ModelDifferenceHarmVector:
     def close(self) -> None:
         self.base.close()
         self.harmful.close()
+
+
+def check_harm_base(harm: HarmVector, base: ResolvedModel) -> None:
+    """Raise :class:`ProvenanceError` when ``harm`` was computed for another base than ``base``."""
+    if harm.base_hash != base.content_hash:
+        raise ProvenanceError(
+            f"the harm vector was computed for a base with hash {harm.base_hash}, but {base.reference} "
+            f"has hash {base.content_hash}; recompute the harm vector for this base"
+        )
 
 
 def is_harm_vector_folder(path: str | os.PathLike[str]) -> bool:
