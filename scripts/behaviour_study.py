@@ -49,6 +49,9 @@ SWEEP = [
     {"icv_token": "answer-first", "site": "layer", "alpha": 1.0},
     {"icv_token": "answer-mean", "site": "layer", "alpha": 1.0},
     {"icv_token": "answer-first", "site": "mlp", "alpha": 1.0},
+    {"icv_token": "answer-mean", "site": "layer", "alpha": 0.3},
+    {"icv_token": "last", "site": "layer", "alpha": 0.3},
+    {"icv_token": "last", "site": "layer", "alpha": 0.12},
 ]
 
 
