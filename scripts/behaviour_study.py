@@ -45,6 +45,13 @@ SWEEP = [
     {"icv_token": "answer-mean", "site": "layer", "alpha": 4.0},
     {"icv_token": "answer-mean", "site": "mlp", "alpha": 4.0},
     {"icv_token": "last", "site": "layer", "alpha": 4.0, "icv_method": "mean"},
+    {"icv_token": "last", "site": "layer", "alpha": 1.0},
+    {"icv_token": "answer-first", "site": "layer", "alpha": 1.0},
+    {"icv_token": "answer-mean", "site": "layer", "alpha": 1.0},
+    {"icv_token": "answer-first", "site": "mlp", "alpha": 1.0},
+    {"icv_token": "answer-mean", "site": "layer", "alpha": 0.3},
+    {"icv_token": "last", "site": "layer", "alpha": 0.3},
+    {"icv_token": "last", "site": "layer", "alpha": 0.12},
 ]
 
 
@@ -104,12 +111,13 @@ def edit_retention(model: Any, tokenizer: Any, edit_folder: Path) -> float:
     return edit_metrics(model, tokenizer, request)["efficacy"]["target_probability"]
 
 
-def make_edits(out: Path) -> dict[str, Path]:
+def make_edits(out: Path, kinds: list[str]) -> dict[str, Path]:
     from editsafe.edit_runner import run_edits
     from editsafe.paths import bundled_dir
 
     folders: dict[str, Path] = {}
-    for kind, edit_id in EDIT_IDS.items():
+    for kind in kinds:
+        edit_id = EDIT_IDS[kind]
         run_folder = out / "edits" / kind
         run_edits(bundled_dir("edits") / f"{kind}.jsonl", out=run_folder, ids=[edit_id], progress=False)
         folders[kind] = run_folder / "edits" / edit_id
@@ -151,6 +159,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder with the public prompt samples")
     parser.add_argument("--phase", choices=["edits", "sweep", "report", "all"], default="all")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sweep-from", type=int, default=0, help="skip the first swept settings")
+    parser.add_argument("--kinds", default="intentional,unintentional", help="which bundled edits to study")
     parser.add_argument("--chosen", default=None, help="JSON of the chosen ICV settings (default: from the sweep)")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
@@ -160,21 +170,22 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out / "results.jsonl")
     splits = prompt_splits(arguments.data)
-    edits = make_edits(out)
+    edits = make_edits(out, arguments.kinds.split(","))
     if arguments.phase == "edits":
         return
 
     from editsafe.locate import locate_edit
 
-    region = locate_edit(None, edits["intentional"]).region
-
     # Sweep: ICV only on the intentional edit.
     if arguments.phase in ("sweep", "all"):
+        region = locate_edit(None, edits["intentional"]).region
         model, tokenizer = load_model(str(edits["intentional"]))
-        results.get("sweep/edited", lambda: margins(model, tokenizer, splits["sweep"]))
-        for options in SWEEP:
+        results.get("sweep/edited", lambda: {**margins(model, tokenizer, splits["sweep"]),
+                                             "target_probability": edit_retention(model, tokenizer, edits["intentional"])})
+        for options in SWEEP[arguments.sweep_from:]:
             key = "sweep/icv/" + ",".join(f"{k}={v}" for k, v in sorted(options.items()))
-            results.get(key, lambda: evaluate_icv(model, tokenizer, region, options, splits["sweep"], with_generation=False))
+            results.get(key, lambda: evaluate_icv(model, tokenizer, region, options, splits["sweep"], with_generation=False,
+                                                  edit_folder=edits["intentional"]))
         del model
     if arguments.phase == "sweep":
         return
