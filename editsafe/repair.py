@@ -217,7 +217,17 @@ def _harm_folder(
 
     layers = region if scenario == "edited" else None
     data = default_harm_data()
-    key = sha256_json({"base": base.content_hash, "data": sha256_file(data), "layers": layers, "seed": seed})
+    # The key holds every input of the fine-tune, so a change of a training default
+    # (epochs, learning rate, ...) in a later editsafe version gets a new folder.
+    from editsafe.hdr import harm as harm_training
+
+    training = {
+        "epochs": harm_training.DEFAULT_EPOCHS, "lr": harm_training.DEFAULT_LEARNING_RATE,
+        "batch_size": harm_training.DEFAULT_BATCH_SIZE, "max_length": harm_training.DEFAULT_MAX_LENGTH,
+    }
+    key = sha256_json(
+        {"base": base.content_hash, "data": sha256_file(data), "layers": layers, "seed": seed, "training": training}
+    )
     folder = editsafe_home() / "harm" / key[:20]
     logger.info("training the harm vector on %s (layers %s), cached at %s", data.name, layers or "all", folder)
     stored = train_harm_vector(base, data, out=folder, layers=layers, seed=seed)

@@ -26,7 +26,7 @@ from editsafe.cli.options import overwrite_option, seed_option
 @click.option("--no-hdr", is_flag=True, help="Skip Harm Direction Removal: the target's weights are kept.")
 @click.option("--no-icv", is_flag=True, help="Skip the in-context safety vector.")
 @click.option("--hdr-method", type=click.Choice(["ties", "task-vector"]), default=None,
-              help="ties: keep the top k%% of τ_H by magnitude; task-vector: keep all of it (default: from the settings).")
+              help="ties: keep the top k% of τ_H by magnitude; task-vector: keep all of it (default: from the settings).")
 @click.option("--alpha", type=float, default=None, help="ICV strength alpha, zero or positive (default: from the settings).")
 @click.option("--out", "out_folder", type=click.Path(file_okay=False), required=True, help="Safe-model folder to write.")
 @overwrite_option
