@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from editsafe.errors import DataError
+from editsafe.errors import DataError, MissingDependencyError
 
 _HASH_CHUNK_BYTES = 1 << 22
 
@@ -103,6 +103,23 @@ def read_jsonl(path: str | os.PathLike[str], *, skip_partial_last: bool = False)
             raise DataError(f"{source}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
     return records
+
+
+def read_xlsx_rows(path: str | os.PathLike[str]) -> list[tuple[Any, ...]]:
+    """Return every row of an .xlsx workbook's first sheet as a tuple of cell values (header included)."""
+    try:
+        import openpyxl
+    except ImportError as error:
+        raise MissingDependencyError("reading .xlsx files needs openpyxl: pip install openpyxl") from error
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # noqa: BLE001 - openpyxl raises zipfile, KeyError and its own errors
+        raise DataError(f"{path}: not a readable .xlsx workbook ({error})") from error
+    try:
+        sheet = workbook.worksheets[0]
+        return [tuple(row) for row in sheet.iter_rows(values_only=True)]
+    finally:
+        workbook.close()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

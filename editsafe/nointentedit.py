@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from editsafe.errors import DataError, MissingDependencyError
+from editsafe.errors import DataError
+from editsafe.io import read_xlsx_rows
 
 SubjectRule = Literal["auto", "trailing"]
 SUBJECT_RULES: tuple[str, ...] = ("auto", "trailing")
@@ -149,7 +150,7 @@ def _trailing_phrase(words: list[_Word]) -> list[_Word]:
 
 def read_sheet(path: Path) -> list[SheetRow]:
     """Read the rows of a NoIntentEdit ``.xlsx`` or ``.csv`` file, skipping empty rows."""
-    table = _read_xlsx(path) if path.suffix.lower() == ".xlsx" else _read_csv(path)
+    table = read_xlsx_rows(path) if path.suffix.lower() == ".xlsx" else _read_csv(path)
     if not table:
         raise DataError(f"{path}: the file is empty; expected a header row with {', '.join(SHEET_COLUMNS)}")
     header = [str(cell).strip().lower() if cell is not None else "" for cell in table[0]]
@@ -174,22 +175,6 @@ def _cell_text(cells: tuple[Any, ...] | list[Any], index: int) -> str:
     if index >= len(cells) or cells[index] is None:
         return ""
     return str(cells[index]).strip()
-
-
-def _read_xlsx(path: Path) -> list[tuple[Any, ...]]:
-    try:
-        import openpyxl
-    except ImportError as error:
-        raise MissingDependencyError("reading .xlsx files needs openpyxl: pip install openpyxl") from error
-    try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as error:  # noqa: BLE001 - openpyxl raises zipfile, KeyError and its own errors
-        raise DataError(f"{path}: not a readable .xlsx workbook ({error})") from error
-    try:
-        sheet = workbook.worksheets[0]
-        return [tuple(row) for row in sheet.iter_rows(values_only=True)]
-    finally:
-        workbook.close()
 
 
 def _read_csv(path: Path) -> list[tuple[Any, ...]]:

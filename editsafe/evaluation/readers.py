@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from editsafe.errors import DataError, MissingDependencyError
-from editsafe.io import read_jsonl
+from editsafe.errors import DataError
+from editsafe.io import read_jsonl, read_xlsx_rows
 
 TABLE_SUFFIXES = (".csv", ".json", ".jsonl", ".xlsx")
 
@@ -122,29 +122,16 @@ def _read_csv_records(path: Path) -> list[Record]:
 
 
 def _read_xlsx_records(path: Path) -> list[Record]:
-    try:
-        import openpyxl
-    except ImportError as error:
-        raise MissingDependencyError("reading .xlsx files needs openpyxl: pip install openpyxl") from error
-    try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as error:  # noqa: BLE001 - openpyxl raises zipfile, KeyError and its own types
-        raise DataError(f"{path}: not a readable xlsx workbook ({error})") from error
-    try:
-        sheet = workbook.worksheets[0]
-        rows = sheet.iter_rows(values_only=True)
-        header = next(rows, None)
-        if header is None:
-            return []
-        columns = [normalise_column(cell) if cell is not None else "" for cell in header]
-        records = []
-        for number, cells in enumerate(rows, start=2):
-            if all(cell is None or not str(cell).strip() for cell in cells):
-                continue
-            records.append(Record(f"{path}: row {number}", dict(zip(columns, cells))))
-        return records
-    finally:
-        workbook.close()
+    rows = read_xlsx_rows(path)
+    if not rows:
+        return []
+    columns = [normalise_column(cell) if cell is not None else "" for cell in rows[0]]
+    records = []
+    for number, cells in enumerate(rows[1:], start=2):
+        if all(cell is None or not str(cell).strip() for cell in cells):
+            continue
+        records.append(Record(f"{path}: row {number}", dict(zip(columns, cells))))
+    return records
 
 
 def _numbered_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
