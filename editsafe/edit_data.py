@@ -21,7 +21,6 @@ Every error names the file and the line (or sheet row) and says what to fix.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from editsafe.errors import DataError
-from editsafe.io import read_jsonl
+from editsafe.io import read_json, read_jsonl
 from editsafe.nointentedit import SHEET_COLUMNS, SubjectRule, choose_subject, load_subject_map, read_sheet, row_id
 
 if TYPE_CHECKING:
@@ -108,10 +107,7 @@ def _numbered_jsonl(source: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _numbered_json_list(source: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        payload = json.loads(source.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise DataError(f"{source}: invalid JSON ({error})") from error
+    payload = read_json(source)
     if not isinstance(payload, list):
         raise DataError(f"{source}: expected a JSON list of request objects, got {type(payload).__name__}")
     located: list[tuple[int, dict[str, Any]]] = []

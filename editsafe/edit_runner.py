@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from editsafe.edit_data import load_edit_requests
 from editsafe.edit_folder import check_edit_id, read_edit_manifest, remove_stale_staging
-from editsafe.edit_resume import RunState, prepare_output
+from editsafe.edit_resume import prepare_output
 from editsafe.edit_step import EditStep, run_edit_step
 from editsafe.errors import ConfigError
 from editsafe.models.loading import load_tokenizer, load_weights

@@ -105,6 +105,14 @@ def read_jsonl(path: str | os.PathLike[str], *, skip_partial_last: bool = False)
     return records
 
 
+def read_json(path: str | os.PathLike[str], *, error_type: type[Exception] = DataError) -> Any:
+    """Parse a JSON file, raising ``error_type`` that names the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise error_type(f"{path}: invalid JSON ({error})") from error
+
+
 def read_xlsx_rows(path: str | os.PathLike[str]) -> list[tuple[Any, ...]]:
     """Return every row of an .xlsx workbook's first sheet as a tuple of cell values (header included)."""
     try:

@@ -30,7 +30,6 @@ return a span that occurs verbatim in the question.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from editsafe.errors import DataError
-from editsafe.io import read_xlsx_rows
+from editsafe.io import read_json, read_xlsx_rows
 
 SubjectRule = Literal["auto", "trailing"]
 SUBJECT_RULES: tuple[str, ...] = ("auto", "trailing")
@@ -206,10 +205,7 @@ def load_subject_map(source: Mapping[str, str] | str | os.PathLike[str]) -> dict
 
 
 def _read_subject_json(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise DataError(f"{path}: invalid JSON ({error})") from error
+    payload = read_json(path)
     if not isinstance(payload, dict):
         raise DataError(f"{path}: expected a JSON object mapping row ids to subjects, got {type(payload).__name__}")
     return payload

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from editsafe.cli import main
 from editsafe.evaluation import evaluate
 from editsafe.evaluation.judges import KeywordJudge
-from editsafe.evaluation.report import load_runs, render_markdown, write_comparison
+from editsafe.evaluation.report import load_runs, write_comparison
 from editsafe.io import read_jsonl
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from editsafe.errors import NumericalError, OutputExistsError, ProvenanceError
 from editsafe.hdr import compute_task_vector, load_harm_vector, remove_harm_direction

@@ -10,7 +10,6 @@ float32 one at a time.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 import torch
 
 from editsafe.errors import ModelReferenceError, ProvenanceError
-from editsafe.io import atomic_path, write_json_atomic
+from editsafe.io import atomic_path, read_json, write_json_atomic
 from editsafe.models.refs import ResolvedModel
 from editsafe.models.safetensors_file import SafetensorsReader
 from editsafe.models.tensors import TensorSource, row_chunks
@@ -170,10 +169,7 @@ def load_harm_vector(folder: str | os.PathLike[str]) -> StoredHarmVector:
     manifest_path = path / HARM_MANIFEST_NAME
     if not manifest_path.is_file():
         raise ModelReferenceError(f"{path}: not a harm-vector folder (no {HARM_MANIFEST_NAME}); run `editsafe harm` first")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ModelReferenceError(f"{manifest_path}: invalid JSON ({error})") from error
+    manifest = read_json(manifest_path, error_type=ModelReferenceError)
     if manifest.get("kind") != HARM_KIND or "weight_map" not in manifest or "hash" not in (manifest.get("base") or {}):
         raise ModelReferenceError(
             f"{manifest_path}: expected kind {HARM_KIND!r} with base.hash and weight_map; "

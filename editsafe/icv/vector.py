@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from editsafe.errors import DataError, NumericalError
-from editsafe.io import atomic_path, write_json_atomic
+from editsafe.io import atomic_path, read_json, write_json_atomic
 
 # A safe-model folder keeps the vector in this subfolder, so that weight loaders and hashes that read
 # every top-level *.safetensors file see the weights alone.
@@ -88,10 +87,7 @@ class SafetyVector:
         for path in (tensor_path, metadata_path):
             if not path.is_file():
                 raise DataError(f"{path}: missing; a safety vector folder needs {VECTOR_FILE_NAME} and {METADATA_FILE_NAME}")
-        try:
-            metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise DataError(f"{metadata_path}: invalid JSON ({error})") from error
+        metadata = read_json(metadata_path)
         tensors = load_file(str(tensor_path))
         segments = {int(name.split(".", 1)[1]): tensor for name, tensor in tensors.items()}
         known = {"layers", "method", "token", "site", "n_pairs", "demos_hash", "explained_variance", "hidden_size"}

@@ -12,7 +12,6 @@ A model reference is what a user passes wherever a model is expected:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from editsafe.errors import ModelReferenceError
-from editsafe.io import sha256_file, sha256_json
+from editsafe.io import read_json, sha256_file, sha256_json
 from editsafe.models.default import ALIASES, DEFAULT_ALIAS, prepare_alias
 from editsafe.models.hashing import weights_hash
 
@@ -98,10 +97,7 @@ def _resolve_folder(text: str, path: Path) -> ResolvedModel:
     manifest_path = path / MANIFEST_NAME
     manifest: dict[str, Any] = {}
     if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise ModelReferenceError(f"{manifest_path}: invalid JSON ({error})") from error
+        manifest = read_json(manifest_path, error_type=ModelReferenceError)
     kind = manifest.get("kind")
 
     if kind == EDIT_KIND:

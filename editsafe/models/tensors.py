@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from editsafe.errors import ConfigError, ModelReferenceError, NumericalError, ProvenanceError
+from editsafe.io import read_json
 from editsafe.models.architectures import Architecture, architecture_for, num_layers
 from editsafe.models.patches import RankOnePatch, load_patches
 from editsafe.models.refs import PATCH_FILE_NAME, ResolvedModel
@@ -223,10 +224,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise ModelReferenceError(f"{folder}: no config.json; a model folder needs one to name its architecture")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ModelReferenceError(f"{path}: invalid JSON ({error})") from error
+    config = read_json(path, error_type=ModelReferenceError)
     if not isinstance(config, dict):
         raise ModelReferenceError(f"{path}: expected a JSON object")
     return config
