@@ -149,6 +149,7 @@ def _generate_batch(model: Any, tokenizer: Any, batch: Any, settings: Generation
     }
     if settings.do_sample:
         options.update(temperature=settings.temperature, top_p=settings.top_p)
+        # NOTE: generate() takes no generator, so sampling reseeds torch's global RNG per batch.
         torch.manual_seed(batch_seed)
     else:
         # Unset sampling parameters so a model's generation_config cannot switch them on.

@@ -217,7 +217,7 @@ def _harm_folder(
 
     layers = region if scenario == "edited" else None
     data = default_harm_data()
-    # The key holds every input of the fine-tune, so a change of a training default
+    # The key contains every input of the fine-tune, so a change of a training default
     # (epochs, learning rate, ...) in a later editsafe version gets a new folder.
     from editsafe.hdr import harm as harm_training
 

@@ -180,7 +180,8 @@ def test_hdr_bf16_arithmetic_in_float32(tmp_path: Path) -> None:
     AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).save_pretrained(folder)
     name = "model.layers.1.input_layernorm.weight"
     weight = load_file(str(folder / "model.safetensors"))[name]
-    assert weight.dtype == torch.bfloat16 and bool((weight == 1).all())
+    assert weight.dtype == torch.bfloat16
+    assert bool((weight == 1).all())
     # λ·τ is just over half a bf16 step below 1.0 (2⁻⁹): float32 arithmetic rounds 1 − λτ to 1 − 2⁻⁸ ...
     tau = torch.full(weight.shape, (2**-9 + 2**-19) / LAMBDA)
     # ... while bf16 arithmetic rounds λτ to exactly 2⁻⁹ and then 1 − 2⁻⁹ to even, back to 1.0.
